@@ -1,0 +1,173 @@
+"""Postgres schema: one schema per region, daily time partitions, row-level security by tenant, Citus when present.
+
+Citus rules (DESIGN §5): tenant_id is the distribution column and leads every primary key; no foreign keys
+between distributed tables; `amem.tenants` is a reference table. On plain Postgres the same DDL runs without
+the distribution calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+from psycopg import sql
+
+from amem_dagster.settings import REGION_RE
+
+APP_ROLE = "amem_app"
+MAINTAINER_ROLE = "amem_maintainer"
+TENANT_SETTING = "amem.tenant_id"
+TENANT_TABLES = ("memory_events", "memory_vectors")
+PARTITION_DAYS_AHEAD = 7
+
+
+def region_schema(region: str) -> str:
+    if not REGION_RE.fullmatch(region):
+        raise ValueError(f"not a region name: {region!r}")
+    return f"amem_{region}"
+
+
+def has_citus(conn: psycopg.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'citus'").fetchone() is not None
+
+
+def ensure_schema(conn: psycopg.Connection, regions: Iterable[str], dim: int, *, hnsw_m: int = 16,
+                  hnsw_ef_construction: int = 64) -> None:
+    """Create roles, schemas, tables, indexes and policies if missing; safe to run on every start."""
+    # One schema migration at a time across processes (runs, CLI and daemon may all start together).
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext('amem.schema'))")
+    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    _ensure_roles(conn)
+    citus = has_citus(conn)
+    conn.execute("CREATE SCHEMA IF NOT EXISTS amem")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS amem.tenants ("
+        " tenant_id text PRIMARY KEY, first_seen timestamptz NOT NULL DEFAULT now())"
+    )
+    if citus:
+        _citus_once(conn, "SELECT create_reference_table('amem.tenants')", "amem.tenants")
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA amem TO {app}, {mnt}").format(
+        app=sql.Identifier(APP_ROLE), mnt=sql.Identifier(MAINTAINER_ROLE)))
+    conn.execute(sql.SQL("GRANT SELECT, INSERT ON amem.tenants TO {app}; GRANT ALL ON amem.tenants TO {mnt}").format(
+        app=sql.Identifier(APP_ROLE), mnt=sql.Identifier(MAINTAINER_ROLE)))
+    for region in regions:
+        _ensure_region(conn, region, dim, citus, hnsw_m, hnsw_ef_construction)
+        today = datetime.now(UTC).date()
+        ensure_partitions(conn, region, (today + timedelta(days=n) for n in range(PARTITION_DAYS_AHEAD + 1)))
+
+
+def _ensure_roles(conn: psycopg.Connection) -> None:
+    # NOLOGIN group roles: a login user is granted them; sessions switch with SET LOCAL ROLE.
+    conn.execute(
+        f"""DO $$ BEGIN
+          IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{APP_ROLE}') THEN
+            CREATE ROLE {APP_ROLE} NOLOGIN NOSUPERUSER NOBYPASSRLS; END IF;
+          IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{MAINTAINER_ROLE}') THEN
+            CREATE ROLE {MAINTAINER_ROLE} NOLOGIN NOSUPERUSER BYPASSRLS; END IF;
+        END $$"""
+    )
+    conn.execute(sql.SQL("GRANT {app}, {mnt} TO CURRENT_USER").format(
+        app=sql.Identifier(APP_ROLE), mnt=sql.Identifier(MAINTAINER_ROLE)))
+
+
+def _ensure_region(conn: psycopg.Connection, region: str, dim: int, citus: bool, m: int, ef: int) -> None:
+    schema = sql.Identifier(region_schema(region))
+    fmt = {"s": schema, "region": sql.Literal(region), "dim": sql.Literal(dim),
+           "app": sql.Identifier(APP_ROLE), "mnt": sql.Identifier(MAINTAINER_ROLE)}
+    conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {s}").format(**fmt))
+    conn.execute(sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {s}.memory_events (
+             tenant_id text NOT NULL,
+             event_id uuid NOT NULL,
+             created_at timestamptz NOT NULL,
+             region text NOT NULL CHECK (region = {region}),
+             agent_name text NOT NULL,
+             event_type text NOT NULL,
+             text text NOT NULL,
+             subject_id text,
+             metadata jsonb NOT NULL DEFAULT '{{}}',
+             trace_id text,
+             source_partition integer,
+             source_offset bigint,
+             ingested_at timestamptz NOT NULL DEFAULT now(),
+             PRIMARY KEY (tenant_id, event_id, created_at)
+           ) PARTITION BY RANGE (created_at)""").format(**fmt))
+    conn.execute(sql.SQL(
+        "CREATE INDEX IF NOT EXISTS memory_events_subject ON {s}.memory_events (tenant_id, subject_id)"
+        " WHERE subject_id IS NOT NULL").format(**fmt))
+    conn.execute(sql.SQL(
+        """CREATE TABLE IF NOT EXISTS {s}.memory_vectors (
+             tenant_id text NOT NULL,
+             event_id uuid NOT NULL,
+             created_at timestamptz NOT NULL,
+             region text NOT NULL CHECK (region = {region}),
+             subject_id text,
+             model text NOT NULL,
+             embedding vector({dim}) NOT NULL,
+             embedded_at timestamptz NOT NULL DEFAULT now(),
+             PRIMARY KEY (tenant_id, event_id, created_at)
+           ) PARTITION BY RANGE (created_at)""").format(**fmt))
+    conn.execute(sql.SQL(
+        "CREATE INDEX IF NOT EXISTS memory_vectors_hnsw ON {s}.memory_vectors"
+        " USING hnsw (embedding vector_cosine_ops) WITH (m = {m}, ef_construction = {ef})").format(
+            m=sql.Literal(m), ef=sql.Literal(ef), **fmt))
+    conn.execute(sql.SQL(
+        "CREATE INDEX IF NOT EXISTS memory_vectors_subject ON {s}.memory_vectors (tenant_id, subject_id)"
+        " WHERE subject_id IS NOT NULL").format(**fmt))
+    if citus:
+        qualified = f"{region_schema(region)}.memory_events"
+        _citus_once(conn, f"SELECT create_distributed_table('{qualified}', 'tenant_id')", qualified)
+        vectors = f"{region_schema(region)}.memory_vectors"
+        _citus_once(conn, f"SELECT create_distributed_table('{vectors}', 'tenant_id', colocate_with => "
+                          f"'{qualified}')", vectors)
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {s} TO {app}, {mnt}").format(**fmt))
+    for table in TENANT_TABLES:
+        tfmt = {**fmt, "t": sql.Identifier(table)}
+        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {s}.{t} TO {app}").format(**tfmt))
+        conn.execute(sql.SQL("GRANT ALL ON {s}.{t} TO {mnt}").format(**tfmt))
+        conn.execute(sql.SQL("ALTER TABLE {s}.{t} ENABLE ROW LEVEL SECURITY").format(**tfmt))
+        # FORCE: the table owner is held to the policy too; only BYPASSRLS roles (the maintainer) are not.
+        conn.execute(sql.SQL("ALTER TABLE {s}.{t} FORCE ROW LEVEL SECURITY").format(**tfmt))
+        conn.execute(sql.SQL("DROP POLICY IF EXISTS tenant_isolation ON {s}.{t}").format(**tfmt))
+        conn.execute(sql.SQL(
+            "CREATE POLICY tenant_isolation ON {s}.{t}"
+            " USING (tenant_id = current_setting({setting}, true))"
+            " WITH CHECK (tenant_id = current_setting({setting}, true))").format(
+                setting=sql.Literal(TENANT_SETTING), **tfmt))
+
+
+def _citus_once(conn: psycopg.Connection, statement: str, table: str) -> None:
+    done = conn.execute(
+        "SELECT 1 FROM pg_dist_partition WHERE logicalrelid = %s::regclass", (table,)).fetchone()
+    if not done:
+        conn.execute(statement)
+
+
+def partition_name(table: str, day: date) -> str:
+    return f"{table}_p{day:%Y%m%d}"
+
+
+def ensure_partitions(conn: psycopg.Connection, region: str, days: Iterable[date]) -> list[str]:
+    """Create the daily partitions of both tenant tables for `days` if missing; returns the names created."""
+    schema = region_schema(region)
+    wanted = sorted(set(days))
+    if not wanted:
+        return []
+    existing = {row[0] for row in conn.execute(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace"
+        " WHERE n.nspname = %s AND p.relname = ANY(%s)", (schema, list(TENANT_TABLES)))}
+    created = []
+    for table in TENANT_TABLES:
+        for day in wanted:
+            name = partition_name(table, day)
+            if name in existing:
+                continue
+            conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {s}.{p} PARTITION OF {s}.{t} FOR VALUES FROM ({lo}) TO ({hi})").format(
+                    s=sql.Identifier(schema), p=sql.Identifier(name), t=sql.Identifier(table),
+                    lo=sql.Literal(datetime(day.year, day.month, day.day, tzinfo=UTC)),
+                    hi=sql.Literal(datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1))))
+            created.append(name)
+    return created
