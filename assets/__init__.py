@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Software-defined assets of the memory pipeline, partitioned by tenant."""

@@ -20,6 +20,8 @@ MAINTAINER_ROLE = "amem_maintainer"
 TENANT_SETTING = "amem.tenant_id"
 TENANT_TABLES = ("memory_events", "memory_vectors")
 PARTITION_DAYS_AHEAD = 7
+# Bump when the DDL below changes; a database at another version is migrated on next start.
+SCHEMA_VERSION = 1
 
 
 def region_schema(region: str) -> str:
@@ -37,6 +39,11 @@ def ensure_schema(conn: psycopg.Connection, regions: Iterable[str], dim: int, *,
     """Create roles, schemas, tables, indexes and policies if missing; safe to run on every start."""
     # One schema migration at a time across processes (runs, CLI and daemon may all start together).
     conn.execute("SELECT pg_advisory_xact_lock(hashtext('amem.schema'))")
+    signature = f"{SCHEMA_VERSION}:{','.join(sorted(regions))}:{dim}:{hnsw_m}:{hnsw_ef_construction}"
+    if _applied(conn) == signature:
+        # DDL takes exclusive locks; once applied, only the partitions ahead of time need a look.
+        _ensure_partitions_ahead(conn, regions)
+        return
     conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
     _ensure_roles(conn)
     citus = has_citus(conn)
@@ -51,9 +58,25 @@ def ensure_schema(conn: psycopg.Connection, regions: Iterable[str], dim: int, *,
         app=sql.Identifier(APP_ROLE), mnt=sql.Identifier(MAINTAINER_ROLE)))
     conn.execute(sql.SQL("GRANT SELECT, INSERT ON amem.tenants TO {app}; GRANT ALL ON amem.tenants TO {mnt}").format(
         app=sql.Identifier(APP_ROLE), mnt=sql.Identifier(MAINTAINER_ROLE)))
+    _ensure_tenant_stats(conn, citus)
     for region in regions:
         _ensure_region(conn, region, dim, citus, hnsw_m, hnsw_ef_construction)
-        today = datetime.now(UTC).date()
+    _ensure_partitions_ahead(conn, regions)
+    conn.execute("CREATE TABLE IF NOT EXISTS amem.schema_version (signature text NOT NULL)")
+    conn.execute("DELETE FROM amem.schema_version")
+    conn.execute("INSERT INTO amem.schema_version VALUES (%s)", (signature,))
+
+
+def _applied(conn: psycopg.Connection) -> str | None:
+    if conn.execute("SELECT to_regclass('amem.schema_version')").fetchone()[0] is None:
+        return None
+    row = conn.execute("SELECT signature FROM amem.schema_version").fetchone()
+    return row[0] if row else None
+
+
+def _ensure_partitions_ahead(conn: psycopg.Connection, regions: Iterable[str]) -> None:
+    today = datetime.now(UTC).date()
+    for region in regions:
         ensure_partitions(conn, region, (today + timedelta(days=n) for n in range(PARTITION_DAYS_AHEAD + 1)))
 
 
@@ -69,6 +92,40 @@ def _ensure_roles(conn: psycopg.Connection) -> None:
     )
     conn.execute(sql.SQL("GRANT {app}, {mnt} TO CURRENT_USER").format(
         app=sql.Identifier(APP_ROLE), mnt=sql.Identifier(MAINTAINER_ROLE)))
+
+
+def _ensure_tenant_stats(conn: psycopg.Connection, citus: bool) -> None:
+    # Derived per-tenant figures (the memory_stats asset); small, so one table for all regions.
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS amem.tenant_stats (
+             tenant_id text PRIMARY KEY,
+             events bigint NOT NULL,
+             pg_vectors bigint NOT NULL,
+             milvus_vectors bigint NOT NULL,
+             subjects bigint NOT NULL,
+             event_types jsonb NOT NULL,
+             first_event_at timestamptz,
+             last_event_at timestamptz,
+             updated_at timestamptz NOT NULL DEFAULT now())"""
+    )
+    if citus:
+        _citus_once(conn, "SELECT create_distributed_table('amem.tenant_stats', 'tenant_id')", "amem.tenant_stats")
+    _protect(conn, sql.Identifier("amem"), sql.Identifier("tenant_stats"))
+
+
+def _protect(conn: psycopg.Connection, schema: sql.Identifier, table: sql.Identifier) -> None:
+    """Grant the app role row access under a tenant policy (forced on the owner too); the maintainer bypasses."""
+    fmt = {"s": schema, "t": table, "app": sql.Identifier(APP_ROLE), "mnt": sql.Identifier(MAINTAINER_ROLE),
+           "setting": sql.Literal(TENANT_SETTING)}
+    conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {s}.{t} TO {app}").format(**fmt))
+    conn.execute(sql.SQL("GRANT ALL ON {s}.{t} TO {mnt}").format(**fmt))
+    conn.execute(sql.SQL("ALTER TABLE {s}.{t} ENABLE ROW LEVEL SECURITY").format(**fmt))
+    conn.execute(sql.SQL("ALTER TABLE {s}.{t} FORCE ROW LEVEL SECURITY").format(**fmt))
+    conn.execute(sql.SQL("DROP POLICY IF EXISTS tenant_isolation ON {s}.{t}").format(**fmt))
+    conn.execute(sql.SQL(
+        "CREATE POLICY tenant_isolation ON {s}.{t}"
+        " USING (tenant_id = current_setting({setting}, true))"
+        " WITH CHECK (tenant_id = current_setting({setting}, true))").format(**fmt))
 
 
 def _ensure_region(conn: psycopg.Connection, region: str, dim: int, citus: bool, m: int, ef: int) -> None:
@@ -123,18 +180,7 @@ def _ensure_region(conn: psycopg.Connection, region: str, dim: int, citus: bool,
                           f"'{qualified}')", vectors)
     conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {s} TO {app}, {mnt}").format(**fmt))
     for table in TENANT_TABLES:
-        tfmt = {**fmt, "t": sql.Identifier(table)}
-        conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {s}.{t} TO {app}").format(**tfmt))
-        conn.execute(sql.SQL("GRANT ALL ON {s}.{t} TO {mnt}").format(**tfmt))
-        conn.execute(sql.SQL("ALTER TABLE {s}.{t} ENABLE ROW LEVEL SECURITY").format(**tfmt))
-        # FORCE: the table owner is held to the policy too; only BYPASSRLS roles (the maintainer) are not.
-        conn.execute(sql.SQL("ALTER TABLE {s}.{t} FORCE ROW LEVEL SECURITY").format(**tfmt))
-        conn.execute(sql.SQL("DROP POLICY IF EXISTS tenant_isolation ON {s}.{t}").format(**tfmt))
-        conn.execute(sql.SQL(
-            "CREATE POLICY tenant_isolation ON {s}.{t}"
-            " USING (tenant_id = current_setting({setting}, true))"
-            " WITH CHECK (tenant_id = current_setting({setting}, true))").format(
-                setting=sql.Literal(TENANT_SETTING), **tfmt))
+        _protect(conn, schema, sql.Identifier(table))
 
 
 def _citus_once(conn: psycopg.Connection, statement: str, table: str) -> None:

@@ -45,3 +45,23 @@ def service_env(amem_home: Path) -> Iterator[dict[str, str]]:
 @pytest.fixture(scope="session")
 def settings(service_env: dict[str, str]) -> Settings:
     return Settings.from_env(service_env)
+
+
+@pytest.fixture(scope="session")
+def dagster_instance(service_env: dict[str, str], amem_home: Path) -> Iterator:
+    """A real DagsterInstance whose run, event-log and schedule storage is the embedded Postgres."""
+    from dagster import DagsterInstance
+
+    dagster_home = amem_home / "dagster-test"
+    dagster_home.mkdir(exist_ok=True)
+    # SQLAlchemy 2.1 maps postgresql:// to psycopg 3, whose server-side binding breaks dagster-postgres NOTIFY.
+    url = service_env["AMEM_PG_DSN"].replace("/amem?", "/dagster?").replace("postgresql://", "postgresql+psycopg2://")
+    (dagster_home / "dagster.yaml").write_text(
+        f"storage:\n  postgres:\n    postgres_url: \"{url}\"\n"
+        "telemetry:\n  enabled: false\n"
+    )
+    instance = DagsterInstance.from_config(str(dagster_home))
+    try:
+        yield instance
+    finally:
+        instance.dispose()

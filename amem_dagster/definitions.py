@@ -1,0 +1,70 @@
+"""The composition root: assets, checks, jobs, sensors, resources and executor of the amem_dagster code location."""
+
+from __future__ import annotations
+
+import warnings
+
+from dagster import (
+    AssetSelection,
+    BetaWarning,
+    Definitions,
+    ExecutorDefinition,
+    PreviewWarning,
+    define_asset_job,
+    in_process_executor,
+)
+
+from amem_dagster.settings import Settings
+
+# Chosen on purpose: single-run backfill policies (beta) and tenant-partitioned asset checks (preview).
+warnings.filterwarnings("ignore", category=BetaWarning)
+warnings.filterwarnings("ignore", category=PreviewWarning)
+from assets.checks import memory_stores_agree
+from assets.memory_embeddings import memory_embeddings
+from assets.memory_events import memory_events
+from assets.memory_stats import memory_stats
+from assets.partitions import TENANTS
+from resources.sets import resource_set
+from sensors.batching import BatchPolicy
+from sensors.memory_embeddings_sensor import build_memory_embeddings_sensor
+from sensors.memory_events_sensor import build_memory_events_sensor
+
+memory_ingest_job = define_asset_job(
+    "memory_ingest_job",
+    selection=AssetSelection.assets(memory_events, memory_embeddings),
+    partitions_def=TENANTS,
+    description="Store a batch of tenants' new events and embed them (launched by memory_events_sensor).",
+)
+memory_stats_job = define_asset_job(
+    "memory_stats_job",
+    selection=AssetSelection.assets(memory_stats),
+    partitions_def=TENANTS,
+    description="Refresh per-tenant statistics (launched by memory_embeddings_sensor).",
+)
+
+
+def _executor(settings: Settings) -> ExecutorDefinition:
+    if settings.deployment == "prod":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    # One process per run: the model loads once per run and steps skip the per-step process start.
+    return in_process_executor
+
+
+def build_definitions(settings: Settings | None = None, *, resources: dict | None = None,
+                      events_policy: BatchPolicy | None = None) -> Definitions:
+    """The code location; tests pass their own resources (e.g. private topics) and batching policy."""
+    settings = settings or Settings.from_env()
+    events_sensor = build_memory_events_sensor(memory_ingest_job, **({"policy": events_policy} if events_policy else {}))
+    return Definitions(
+        assets=[memory_events, memory_embeddings, memory_stats],
+        asset_checks=[memory_stores_agree],
+        jobs=[memory_ingest_job, memory_stats_job],
+        sensors=[events_sensor, build_memory_embeddings_sensor(memory_stats_job)],
+        resources={**resource_set(settings), **(resources or {})},
+        executor=_executor(settings),
+    )
+
+
+defs = build_definitions()

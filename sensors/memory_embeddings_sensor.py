@@ -1,0 +1,87 @@
+"""memory_embeddings_sensor: new messages on `memory.embeddings` trigger memory_stats for those tenants."""
+
+import json
+import time
+
+from dagster import (
+    DefaultSensorStatus,
+    JobDefinition,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from amem_dagster.errors import ServiceUnavailable
+from amem_dagster.events import is_valid_tenant_id
+from assets.partitions import TENANTS
+from resources.kafka import KafkaResource, read_from
+from sensors.batching import BatchPolicy, due_tenants, plan_runs
+from sensors.cursor import EventsCursor
+
+READ_SECONDS = 20.0
+MAX_MESSAGES_PER_TICK = 200_000
+# Statistics are cheap to refresh, but each run costs seconds: gather a few seconds of embeddings first.
+STATS_POLICY = BatchPolicy(min_events=1_000, max_wait_seconds=5.0, max_tenants_per_run=1_000)
+
+
+def build_memory_embeddings_sensor(job: JobDefinition, policy: BatchPolicy = STATS_POLICY,
+                                   minimum_interval_seconds: int = 10) -> SensorDefinition:
+    """The sensor over `memory.embeddings` that launches `job` (the downstream assets) per batch of tenants."""
+
+    @sensor(name="memory_embeddings_sensor", job=job, minimum_interval_seconds=minimum_interval_seconds,
+            default_status=DefaultSensorStatus.RUNNING)
+    def memory_embeddings_sensor(context: SensorEvaluationContext, kafka: KafkaResource) -> SensorResult | SkipReason:
+        """Refreshes downstream per-tenant assets once new embeddings of a tenant are announced."""
+        cursor = EventsCursor.from_json(context.cursor)
+        try:
+            cluster_id, partitions = kafka.describe(kafka.embeddings_topic)
+        except ServiceUnavailable as exc:
+            return SkipReason(f"Kafka unavailable, nothing read: {exc}")
+        if cursor.offsets and cursor.cluster_id and cursor.cluster_id != cluster_id:
+            context.log.warning(f"Kafka cluster changed {cursor.cluster_id} -> {cluster_id}: offsets restart at 0")
+            cursor = EventsCursor()
+        cursor.cluster_id = cluster_id
+        consumer = kafka.consumer()
+        try:
+            records, next_offsets = read_from(consumer, kafka.embeddings_topic,
+                                              {p: cursor.offsets.get(p, 0) for p in partitions},
+                                              max_messages=MAX_MESSAGES_PER_TICK,
+                                              deadline=time.monotonic() + READ_SECONDS)
+        except ServiceUnavailable as exc:
+            return SkipReason(f"Kafka read failed, cursor kept: {exc}")
+        finally:
+            consumer.close()
+        now = time.time()
+        known = context.instance.get_dynamic_partitions(TENANTS.name)
+        known_set = set(known)
+        for record in records:
+            tenant = _tenant_of(record.value)
+            # Only tenants Dagster knows can be partitions; anything else is not ours to refresh.
+            if tenant in known_set:
+                cursor.add_event(tenant, record.partition, record.offset, now)
+        cursor.offsets = next_offsets
+        plans = plan_runs(cursor.pending, due_tenants(cursor.pending, now, policy), known, policy)
+        for plan in plans:
+            for tenant in plan.ranges:
+                del cursor.pending[tenant]
+        return SensorResult(
+            run_requests=[RunRequest(run_key=plan.run_key("stats"), tags={
+                ASSET_PARTITION_RANGE_START_TAG: plan.first_tenant,
+                ASSET_PARTITION_RANGE_END_TAG: plan.last_tenant, "amem/tenants": str(len(plan.ranges))})
+                for plan in plans],
+            cursor=cursor.to_json(),
+        )
+
+    return memory_embeddings_sensor
+
+
+def _tenant_of(value: bytes | None) -> str | None:
+    try:
+        tenant = json.loads(value or b"").get("tenant_id")
+    except (ValueError, AttributeError):
+        return None
+    return tenant if is_valid_tenant_id(tenant) else None
