@@ -14,9 +14,9 @@ from dagster import (
 
 from amem_dagster.errors import EventRejected
 from amem_dagster.events import MemoryEvent, parse_event
+from assets.memory_writes import store_events
 from assets.partitions import TENANTS
 from assets.tables import tenant_table
-from resources import pg_memory
 from resources.kafka import KafkaResource, read_ranges
 from resources.placement import PlacementResource
 from resources.postgres import PostgresResource
@@ -86,21 +86,8 @@ def memory_events(
         consumer.close()
     read_seconds = time.perf_counter() - started
 
-    days_by_region: dict[str, set] = defaultdict(set)
-    for rows in by_tenant.values():
-        for event, _, _ in rows:
-            days_by_region[event.region].add(event.created_at.date())
-    for region, days in days_by_region.items():
-        postgres.ensure_partitions(region, days)
-
-    per_tenant = {}
-    for tenant in sorted(tenants):
-        rows = by_tenant.get(tenant, [])
-        new = 0
-        if rows:
-            with postgres.tenant_transaction(tenant) as conn:
-                new = pg_memory.insert_events(conn, rows)
-        per_tenant[tenant] = {"received": len(rows), "new": new}
+    new = store_events(postgres, by_tenant)
+    per_tenant = {t: {"received": len(by_tenant.get(t, ())), "new": new.get(t, 0)} for t in sorted(tenants)}
     total_new = sum(v["new"] for v in per_tenant.values())
     received = sum(v["received"] for v in per_tenant.values())
     context.log.info(f"{len(tenants)} tenants: {received} events received, {total_new} new, "

@@ -1,0 +1,95 @@
+"""The write paths behind the assets, free of Dagster: store parsed events; embed events and write every store.
+
+The benchmark's direct baseline calls the same functions, so pipeline and baseline differ only in orchestration.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from amem_dagster.events import MemoryEvent
+from resources import pg_memory
+from resources.embedder import EmbedderResource
+from resources.kafka import KafkaResource, deliver_all
+from resources.milvus import MilvusResource
+from resources.postgres import PostgresResource
+from resources.records import VectorRow
+
+# Texts encoded and written per round: bounds memory and lets a failed run keep what it finished.
+CHUNK = 2048
+
+
+@dataclass
+class EmbedOutcome:
+    """How many events each tenant got embedded, and where the time went."""
+
+    per_tenant: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_tenant.values())
+
+
+def store_events(postgres: PostgresResource,
+                 by_tenant: Mapping[str, Sequence[tuple[MemoryEvent, int, int]]]) -> dict[str, int]:
+    """Insert each tenant's (event, partition, offset) rows in its own scoped transaction; tenant → new rows."""
+    days_by_region: dict[str, set] = defaultdict(set)
+    for rows in by_tenant.values():
+        for event, _, _ in rows:
+            days_by_region[event.region].add(event.created_at.date())
+    for region, days in days_by_region.items():
+        postgres.ensure_partitions(region, days)
+    new = {}
+    for tenant, rows in by_tenant.items():
+        with postgres.tenant_transaction(tenant) as conn:
+            new[tenant] = pg_memory.insert_events(conn, rows)
+    return new
+
+
+def embed_and_write(todo: Sequence[tuple[str, pg_memory.StoredEvent]], *, embedder: EmbedderResource,
+                    milvus: MilvusResource, postgres: PostgresResource, kafka: KafkaResource) -> EmbedOutcome:
+    """Encode (tenant, event) pairs in chunks; write Milvus, then pgvector, then announce on memory.embeddings."""
+    outcome = EmbedOutcome()
+    if not todo:
+        return outcome
+    model = embedder.model_name
+    producer = kafka.producer()
+    for begin in range(0, len(todo), CHUNK):
+        chunk = todo[begin:begin + CHUNK]
+        t0 = time.perf_counter()
+        vectors = embedder.encode([e.text for _, e in chunk])
+        t1 = time.perf_counter()
+        rows = [VectorRow(tenant_id=t, event_id=e.event_id, region=e.region, created_at=e.created_at,
+                          subject_id=e.subject_id, model=model, embedding=v)
+                for (t, e), v in zip(chunk, vectors, strict=True)]
+        # Milvus first: the pgvector row is what marks an event as embedded, so a crash in between re-embeds
+        # (upserts are idempotent) instead of leaving Milvus short.
+        milvus.upsert(rows, flush=False)
+        t2 = time.perf_counter()
+        by_tenant: dict[str, list[VectorRow]] = defaultdict(list)
+        for row in rows:
+            by_tenant[row.tenant_id].append(row)
+        for tenant, group in by_tenant.items():
+            with postgres.tenant_transaction(tenant) as conn:
+                pg_memory.upsert_vectors(conn, group)
+            outcome.per_tenant[tenant] = outcome.per_tenant.get(tenant, 0) + len(group)
+        t3 = time.perf_counter()
+        for row in rows:
+            producer.produce(kafka.embeddings_topic, key=row.tenant_id.encode(), value=json.dumps({
+                "event_id": row.event_id, "tenant_id": row.tenant_id, "region": row.region, "model": model,
+                "dim": int(vectors.shape[1]), "created_at": row.created_at.isoformat()}).encode())
+        producer.poll(0)
+        outcome.seconds["encode"] += t1 - t0
+        outcome.seconds["milvus_write"] += t2 - t1
+        outcome.seconds["pg_write"] += t3 - t2
+        outcome.seconds["publish"] += time.perf_counter() - t3
+    t4 = time.perf_counter()
+    milvus.flush({e.region for _, e in todo})
+    deliver_all(producer)
+    outcome.seconds["flush"] += time.perf_counter() - t4
+    return outcome
