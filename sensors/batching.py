@@ -3,7 +3,8 @@
 A run costs seconds before it does any work (process start, imports, model load), so runs cover many tenant
 partitions at once: a contiguous key range of the `tenants` dynamic partitions, which Dagster executes as one
 run under a single-run backfill policy. A tenant is due when its backlog or the age of its oldest pending
-event passes a threshold, like Kafka's linger; pending tenants that fall inside a due range ride along.
+event passes a threshold, like Kafka's linger. Once one tenant is due, a launch is paid for anyway, so every
+pending tenant rides along, in as few contiguous ranges as `max_tenants_per_run` allows.
 """
 
 from __future__ import annotations
@@ -48,14 +49,14 @@ def due_tenants(pending: Mapping[str, PendingTenant], now: float, policy: BatchP
 def plan_runs(
     pending: Mapping[str, PendingTenant], due: set[str], partition_order: Sequence[str], policy: BatchPolicy
 ) -> list[RunPlan]:
-    """Group due tenants into runs over contiguous ranges of `partition_order` (the dynamic partitions' order)."""
+    """When any tenant is due, group all pending tenants into runs over contiguous ranges of `partition_order`."""
     if not due:
         return []
     index = {key: i for i, key in enumerate(partition_order)}
-    missing = due - index.keys()
+    missing = pending.keys() - index.keys()
     if missing:
         raise ValueError(f"tenants without a partition: {sorted(missing)[:5]}")
-    positions = sorted(index[t] for t in due)
+    positions = sorted(index[t] for t in pending)
     plans = []
     start = positions[0]
     end = start
