@@ -1,6 +1,7 @@
 """End to end on real services: Kafka → sensor → runs on a real DagsterInstance → Postgres, pgvector, Milvus."""
 
 import json
+import time
 import uuid
 
 import pytest
@@ -108,7 +109,9 @@ def test_sensor_to_stores_end_to_end(pipeline, service_env):
     covered = set()
     for request in result.run_requests:
         covered |= {item["tenant_id"] for item in request.run_config["ops"]["memory_events"]["config"]["offsets"]}
-        _execute(pipeline, request)
+        run = _execute(pipeline, request)
+        checks = run.get_asset_check_evaluations()
+        assert checks and all(c.passed for c in checks), [c.description for c in checks]
     assert covered == set(tenants.values())
 
     for name, tenant in tenants.items():
@@ -137,7 +140,7 @@ def test_sensor_to_stores_end_to_end(pipeline, service_env):
     # The DLQ holds every bad message, each with its reason.
     kafka = pipeline["kafka"]
     consumer = kafka.consumer()
-    dead, _ = read_from(consumer, kafka.dlq_topic, {0: 0}, max_messages=1000, deadline=__import__("time").monotonic() + 10)
+    dead, _ = read_from(consumer, kafka.dlq_topic, {0: 0}, max_messages=1000, deadline=time.monotonic() + 10)
     consumer.close()
     codes = sorted(header(r, ERROR_HEADER) for r in dead)
     assert codes == sorted(["not_json", "missing_field", "bad_tenant_id", "too_large", "wrong_type",
@@ -150,3 +153,30 @@ def test_sensor_to_stores_end_to_end(pipeline, service_env):
         assert _counts(service_env, tenant) == (12, 12, 12)
     again = _tick(pipeline, cursor=result.cursor)
     assert not again.run_requests and not again.dynamic_partitions_requests
+
+
+def test_new_embeddings_refresh_tenant_stats(pipeline, service_env):
+    """Agent C: the embeddings sensor sees `memory.embeddings` traffic and memory_stats materialises per tenant."""
+    defs, instance = pipeline["defs"], pipeline["instance"]
+    if not instance.get_dynamic_partitions("tenants"):
+        pytest.skip("needs the end-to-end test's tenants")
+    sensor_def = defs.resolve_sensor_def("memory_embeddings_sensor")
+    deadline = time.monotonic() + 30
+    cursor, requests = None, []
+    while not requests and time.monotonic() < deadline:
+        with build_sensor_context(instance=instance, cursor=cursor, definitions=defs,
+                                  resources=defs.resources) as context:
+            result = sensor_def(context)
+        cursor, requests = result.cursor, result.run_requests
+        if not requests:
+            time.sleep(1)
+    assert requests, "the embeddings sensor requested no stats run"
+    job = defs.resolve_job_def("memory_stats_job")
+    for request in requests:
+        assert job.execute_in_process(tags=request.tags, instance=instance).success
+    pg = PostgresResource(dsn=service_env["AMEM_PG_DSN"])
+    for tenant in pipeline["tenants"].values():
+        with pg.tenant_transaction(tenant) as conn:
+            row = conn.execute("SELECT events, pg_vectors, milvus_vectors FROM amem.tenant_stats WHERE tenant_id = %s",
+                               (tenant,)).fetchone()
+        assert row == (12, 12, 12)
