@@ -4,6 +4,7 @@ import time
 
 from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
 
+from amem_dagster.k8s_tags import GPU_STEP_TAGS
 from assets.memory_events import memory_events
 from assets.memory_writes import embed_and_write
 from assets.partitions import TENANTS
@@ -21,6 +22,7 @@ from resources.postgres import PostgresResource
     deps=[memory_events],
     backfill_policy=BackfillPolicy.single_run(),
     group_name="memory",
+    op_tags=GPU_STEP_TAGS,
     kinds={"pytorch", "postgres", "milvus"},
 )
 def memory_embeddings(

@@ -14,6 +14,7 @@ from dagster import (
 
 from amem_dagster.errors import EventRejected
 from amem_dagster.events import MemoryEvent, parse_event
+from amem_dagster.k8s_tags import CPU_STEP_TAGS
 from assets.memory_writes import store_events
 from assets.partitions import TENANTS
 from assets.tables import tenant_table
@@ -41,6 +42,7 @@ class MemoryEventsConfig(Config):
     partitions_def=TENANTS,
     backfill_policy=BackfillPolicy.single_run(),
     group_name="memory",
+    op_tags=CPU_STEP_TAGS,
     kinds={"kafka", "postgres"},
 )
 def memory_events(

@@ -4,6 +4,7 @@ from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, as
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from amem_dagster.k8s_tags import CPU_STEP_TAGS
 from assets.memory_embeddings import memory_embeddings
 from assets.partitions import TENANTS
 from assets.tables import tenant_table
@@ -18,6 +19,7 @@ from resources.postgres import PostgresResource
     deps=[memory_embeddings],
     backfill_policy=BackfillPolicy.single_run(),
     group_name="memory",
+    op_tags=CPU_STEP_TAGS,
     kinds={"postgres"},
 )
 def memory_stats(
