@@ -1,0 +1,40 @@
+"""The `amem` Typer application: registers each command module and is the console-script entry point."""
+
+from __future__ import annotations
+
+import warnings
+
+import typer
+
+from amem_dagster.cli import dev, lifecycle, produce, search, stats
+from amem_dagster.cli.errors import OneLineErrors
+
+# platformdirs (via the embedded Postgres wheel) warns on every run where XDG_RUNTIME_DIR is unset.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+
+app = typer.Typer(
+    name="amem",
+    cls=OneLineErrors,
+    help="Agent memory on Kafka, Postgres/pgvector, Milvus and Dagster: run it, feed it, query it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+app.command("up")(lifecycle.up)
+app.command("down")(lifecycle.down)
+app.command("status")(lifecycle.status)
+app.command("dev")(dev.dev)
+app.command("produce")(produce.produce)
+app.command("search")(search.search)
+app.command("stats")(stats.stats)
+
+
+def main() -> None:
+    """Console-script entry point (`amem`)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
