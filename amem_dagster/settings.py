@@ -13,9 +13,13 @@ from amem_dagster.errors import SettingsError
 DEPLOYMENTS = ("local", "prod")
 REGION_RE = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
 
+RETENTION_RE = re.compile(r"^(\d{1,5})d$")
+DEFAULT_RETENTION = "eu=90d,us=365d,default=365d"
+
 EVENTS_TOPIC = "memory.events"
 EMBEDDINGS_TOPIC = "memory.embeddings"
 DLQ_TOPIC = "memory.events.dlq"
+ERASURES_TOPIC = "memory.erasures"
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,7 @@ class Settings:
     regions: tuple[str, ...] = ("eu", "us")
     default_region: str = "eu"
     events_partitions: int = 12
+    retention_days: tuple[tuple[str, int], ...] = (("eu", 90), ("us", 365), ("default", 365))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -48,6 +53,7 @@ class Settings:
         partitions_raw = env.get("AMEM_EVENTS_PARTITIONS") or "12"
         if not partitions_raw.isdigit() or not 1 <= int(partitions_raw) <= 1000:
             raise SettingsError(f"AMEM_EVENTS_PARTITIONS={partitions_raw!r} must be a whole number from 1 to 1000")
+        retention = parse_retention(env.get("AMEM_RETENTION") or DEFAULT_RETENTION, regions)
         return cls(
             home=home,
             kafka_bootstrap=env.get("AMEM_KAFKA_BOOTSTRAP") or None,
@@ -58,11 +64,17 @@ class Settings:
             regions=regions,
             default_region=default_region,
             events_partitions=int(partitions_raw),
+            retention_days=retention,
         )
 
     @property
     def default_milvus_uri(self) -> str:
         return str(self.home / "milvus.db")
+
+    def retention_for(self, region: str) -> int:
+        """Days that `region`'s memories are kept; regions without their own window use the default."""
+        table = dict(self.retention_days)
+        return table.get(region, table["default"])
 
 
 def parse_regions(raw: str) -> tuple[str, ...]:
@@ -78,6 +90,25 @@ def parse_regions(raw: str) -> tuple[str, ...]:
     if len(set(regions)) != len(regions):
         raise SettingsError(f"AMEM_REGIONS names a region twice: {raw!r}")
     return regions
+
+
+def parse_retention(raw: str, regions: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    """Parse `eu=90d,us=365d,default=365d`: days per region plus a required default, 1 to 36,500 days each."""
+    table: dict[str, int] = {}
+    for part in (p.strip() for p in raw.split(",") if p.strip()):
+        name, sep, value = part.partition("=")
+        name, value = name.strip(), value.strip()
+        match = RETENTION_RE.fullmatch(value)
+        if not sep or not match or not 1 <= int(match.group(1)) <= 36_500:
+            raise SettingsError(f"AMEM_RETENTION has {part!r}: write REGION=DAYSd, e.g. eu=90d (1 to 36500 days)")
+        if name != "default" and name not in regions:
+            raise SettingsError(f"AMEM_RETENTION names {name!r}, which is not one of AMEM_REGIONS ({', '.join(regions)})")
+        if name in table:
+            raise SettingsError(f"AMEM_RETENTION names {name!r} twice")
+        table[name] = int(match.group(1))
+    if "default" not in table:
+        raise SettingsError("AMEM_RETENTION needs a default window, e.g. default=365d")
+    return tuple(sorted(table.items()))
 
 
 def default_model_path() -> str:
