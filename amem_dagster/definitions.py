@@ -20,12 +20,15 @@ from amem_dagster.settings import Settings
 warnings.filterwarnings("ignore", category=BetaWarning)
 warnings.filterwarnings("ignore", category=PreviewWarning)
 from assets.checks import memory_stores_agree
+from assets.forget_subject import forget_subject_job
 from assets.memory_embeddings import memory_embeddings
 from assets.memory_events import memory_events
 from assets.memory_stats import memory_stats
 from assets.partitions import TENANTS
+from assets.retention_purge import build_retention_purge_asset
 from resources.sets import resource_set
 from sensors.batching import BatchPolicy
+from sensors.gdpr_purge_schedule import build_gdpr_purge_schedule
 from sensors.memory_embeddings_sensor import build_memory_embeddings_sensor
 from sensors.memory_events_sensor import build_memory_events_sensor
 
@@ -57,11 +60,17 @@ def build_definitions(settings: Settings | None = None, *, resources: dict | Non
     """The code location; tests pass their own resources (e.g. private topics) and batching policy."""
     settings = settings or Settings.from_env()
     events_sensor = build_memory_events_sensor(memory_ingest_job, **({"policy": events_policy} if events_policy else {}))
+    purge_asset = build_retention_purge_asset(settings.regions, {r: settings.retention_for(r) for r in settings.regions})
+    gdpr_purge_job = define_asset_job("gdpr_purge_job", selection=AssetSelection.assets(purge_asset),
+                                      partitions_def=purge_asset.partitions_def,
+                                      description="Retention purge of one region (partition) in every store.")
     return Definitions(
-        assets=[memory_events, memory_embeddings, memory_stats],
+        assets=[memory_events, memory_embeddings, memory_stats, purge_asset],
         asset_checks=[memory_stores_agree],
-        jobs=[memory_ingest_job, memory_stats_job],
+        jobs=[memory_ingest_job, memory_stats_job, gdpr_purge_job, forget_subject_job],
         sensors=[events_sensor, build_memory_embeddings_sensor(memory_stats_job)],
+        schedules=[build_gdpr_purge_schedule(gdpr_purge_job, settings.regions,
+                                             enabled=settings.deployment == "prod")],
         resources={**resource_set(settings), **(resources or {})},
         executor=_executor(settings),
     )

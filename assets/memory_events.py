@@ -88,8 +88,9 @@ def memory_events(
         consumer.close()
     read_seconds = time.perf_counter() - started
 
-    new = store_events(postgres, by_tenant)
-    per_tenant = {t: {"received": len(by_tenant.get(t, ())), "new": new.get(t, 0)} for t in sorted(tenants)}
+    stored = store_events(postgres, by_tenant)
+    per_tenant = {t: {"received": len(by_tenant.get(t, ())), **stored.get(t, {"new": 0, "erased": 0})}
+                  for t in sorted(tenants)}
     total_new = sum(v["new"] for v in per_tenant.values())
     received = sum(v["received"] for v in per_tenant.values())
     context.log.info(f"{len(tenants)} tenants: {received} events received, {total_new} new, "
@@ -102,5 +103,6 @@ def memory_events(
         "kafka_records_scanned": read,
         "kafka_read_seconds": MetadataValue.float(round(read_seconds, 3)),
         "duration_seconds": MetadataValue.float(round(time.perf_counter() - started, 3)),
-        "per_tenant": tenant_table(per_tenant, ("received", "new")),
+        "erased_subject_refused": sum(v["erased"] for v in per_tenant.values()),
+        "per_tenant": tenant_table(per_tenant, ("received", "new", "erased")),
     })

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from amem_dagster.events import MemoryEvent
-from resources import pg_memory
+from resources import pg_lifecycle, pg_memory
 from resources.embedder import EmbedderResource
 from resources.kafka import KafkaResource, deliver_all
 from resources.milvus import MilvusResource
@@ -36,19 +36,25 @@ class EmbedOutcome:
 
 
 def store_events(postgres: PostgresResource,
-                 by_tenant: Mapping[str, Sequence[tuple[MemoryEvent, int, int]]]) -> dict[str, int]:
-    """Insert each tenant's (event, partition, offset) rows in its own scoped transaction; tenant → new rows."""
+                 by_tenant: Mapping[str, Sequence[tuple[MemoryEvent, int, int]]]) -> dict[str, dict[str, int]]:
+    """Insert each tenant's (event, partition, offset) rows in its own scoped transaction.
+
+    Events about a subject erased after they were created are refused, so a replay cannot resurrect them.
+    Returns tenant → {"new": rows inserted, "erased": rows refused}.
+    """
     days_by_region: dict[str, set] = defaultdict(set)
     for rows in by_tenant.values():
         for event, _, _ in rows:
             days_by_region[event.region].add(event.created_at.date())
     for region, days in days_by_region.items():
         postgres.ensure_partitions(region, days)
-    new = {}
+    outcome = {}
     for tenant, rows in by_tenant.items():
         with postgres.tenant_transaction(tenant) as conn:
-            new[tenant] = pg_memory.insert_events(conn, rows)
-    return new
+            pg_lifecycle.register_tenant(conn, tenant)
+            kept, erased = pg_lifecycle.without_erased(conn, tenant, rows)
+            outcome[tenant] = {"new": pg_memory.insert_events(conn, kept), "erased": erased}
+    return outcome
 
 
 def embed_and_write(todo: Sequence[tuple[str, pg_memory.StoredEvent]], *, embedder: EmbedderResource,

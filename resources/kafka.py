@@ -12,7 +12,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from amem_dagster.errors import ServiceUnavailable
-from amem_dagster.settings import DLQ_TOPIC, EMBEDDINGS_TOPIC, EVENTS_TOPIC
+from amem_dagster.settings import DLQ_TOPIC, EMBEDDINGS_TOPIC, ERASURES_TOPIC, EVENTS_TOPIC
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class KafkaResource(ConfigurableResource):
     events_topic: str = EVENTS_TOPIC
     embeddings_topic: str = EMBEDDINGS_TOPIC
     dlq_topic: str = DLQ_TOPIC
+    erasures_topic: str = ERASURES_TOPIC
     events_partitions: int = 12
     replication_factor: int = 1
     extra_config: dict[str, str] = Field(
@@ -65,6 +66,8 @@ class KafkaResource(ConfigurableResource):
             self.events_topic: (self.events_partitions, {}),
             self.embeddings_topic: (self.events_partitions, {}),
             self.dlq_topic: (1, {}),
+            # Compacted: the latest erasure record per tenant/subject key stays for late consumers.
+            self.erasures_topic: (1, {"cleanup.policy": "compact"}),
         }
 
     def provision_topics(self, timeout: float = 15.0) -> dict[str, str]:

@@ -180,9 +180,10 @@ class MilvusResource(dg.ConfigurableResource):
         )
         return [SearchHit(event_id=hit["entity"]["event_id"], score=float(hit["distance"])) for hit in result[0]]
 
-    def count(self, tenant_id: str, region: str) -> int:
+    def count(self, tenant_id: str, region: str, *, subject_id: str | None = None,
+              created_before: datetime | None = None) -> int:
         rows = self._call(region, "query", output_fields=["count(*)"], consistency_level="Strong",
-                          **self._where(tenant_id, region))
+                          **self._where(tenant_id, region, subject_id=subject_id, created_before=created_before))
         return int(rows[0]["count(*)"])
 
     def delete(self, tenant_id: str, region: str, *, event_ids: Sequence[str] | None = None,

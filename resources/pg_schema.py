@@ -21,7 +21,7 @@ TENANT_SETTING = "amem.tenant_id"
 TENANT_TABLES = ("memory_events", "memory_vectors")
 PARTITION_DAYS_AHEAD = 7
 # Bump when the DDL below changes; a database at another version is migrated on next start.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def region_schema(region: str) -> str:
@@ -59,6 +59,7 @@ def ensure_schema(conn: psycopg.Connection, regions: Iterable[str], dim: int, *,
     conn.execute(sql.SQL("GRANT SELECT, INSERT ON amem.tenants TO {app}; GRANT ALL ON amem.tenants TO {mnt}").format(
         app=sql.Identifier(APP_ROLE), mnt=sql.Identifier(MAINTAINER_ROLE)))
     _ensure_tenant_stats(conn, citus)
+    _ensure_lifecycle(conn, citus)
     for region in regions:
         _ensure_region(conn, region, dim, citus, hnsw_m, hnsw_ef_construction)
     _ensure_partitions_ahead(conn, regions)
@@ -111,6 +112,38 @@ def _ensure_tenant_stats(conn: psycopg.Connection, citus: bool) -> None:
     if citus:
         _citus_once(conn, "SELECT create_distributed_table('amem.tenant_stats', 'tenant_id')", "amem.tenant_stats")
     _protect(conn, sql.Identifier("amem"), sql.Identifier("tenant_stats"))
+
+
+def _ensure_lifecycle(conn: psycopg.Connection, citus: bool) -> None:
+    # Erasure ledger: ingestion refuses events about an erased subject created before the erasure. The subject
+    # is kept only as a salted hash, so the ledger holds no personal identifier in clear.
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS amem.erasures (
+             tenant_id text NOT NULL,
+             subject_hash text NOT NULL,
+             erased_at timestamptz NOT NULL,
+             PRIMARY KEY (tenant_id, subject_hash))"""
+    )
+    # Audit trail of purges and erasures: who, when, what was removed per store; never memory text.
+    conn.execute(
+        """CREATE TABLE IF NOT EXISTS amem.audit_log (
+             audit_id bigserial,
+             at timestamptz NOT NULL DEFAULT now(),
+             actor text NOT NULL,
+             action text NOT NULL,
+             region text,
+             tenant_id text,
+             subject_hash text,
+             details jsonb NOT NULL DEFAULT '{}',
+             PRIMARY KEY (audit_id))"""
+    )
+    if citus:
+        _citus_once(conn, "SELECT create_distributed_table('amem.erasures', 'tenant_id')", "amem.erasures")
+        _citus_once(conn, "SELECT create_reference_table('amem.audit_log')", "amem.audit_log")
+    _protect(conn, sql.Identifier("amem"), sql.Identifier("erasures"))
+    conn.execute(sql.SQL("GRANT INSERT ON amem.audit_log TO {app}; GRANT USAGE ON SEQUENCE "
+                         "amem.audit_log_audit_id_seq TO {app}, {mnt}; GRANT SELECT, INSERT ON amem.audit_log TO {mnt}")
+                 .format(app=sql.Identifier(APP_ROLE), mnt=sql.Identifier(MAINTAINER_ROLE)))
 
 
 def _protect(conn: psycopg.Connection, schema: sql.Identifier, table: sql.Identifier) -> None:

@@ -87,6 +87,12 @@ class PostgresResource(ConfigurableResource):
             conn.execute(f"SET LOCAL ROLE {pg_schema.MAINTAINER_ROLE}")
             yield conn
 
+    @contextmanager
+    def owner_transaction(self) -> Iterator[psycopg.Connection]:
+        """A transaction as the login role that owns the schema: DDL such as dropping expired partitions."""
+        with self.pool().connection() as conn, conn.transaction():
+            yield conn
+
     def ensure_partitions(self, region: str, days: Iterable[date]) -> None:
         """Create missing daily partitions (as the schema owner); remembered per process."""
         missing = sorted({d for d in days if (self.dsn, region, d) not in _partitions})
