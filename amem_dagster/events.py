@@ -12,11 +12,13 @@ from datetime import UTC, datetime, timedelta
 from amem_dagster.errors import EventRejected
 
 TENANT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 MAX_TEXT_BYTES = 32 * 1024
 MAX_METADATA_BYTES = 16 * 1024
-# Text and metadata at their limits plus the other fields, with room for JSON escaping.
-MAX_MESSAGE_BYTES = 128 * 1024
+# Text and metadata at their limits once JSON-escaped (a 1-byte control character becomes 6 bytes, an emoji
+# 12 with ensure_ascii), plus the other fields.
+MAX_MESSAGE_BYTES = 384 * 1024
 MAX_AGENT_NAME = 128
 MAX_EVENT_TYPE = 64
 MAX_SUBJECT_ID = 256
@@ -67,6 +69,9 @@ def parse_event(
     """Validate one message of `memory.events`; raise EventRejected(code, detail) for anything off-contract."""
     if value is None:
         raise EventRejected("empty_message", "the message has no value")
+    if key is None:
+        # Runs select a tenant's records by key; a keyless event would be planned and never stored.
+        raise EventRejected("missing_key", "the message has no key (the key must be the tenant_id)")
     if len(value) > MAX_MESSAGE_BYTES:
         raise EventRejected("too_large", f"message is {len(value)} bytes, the limit is {MAX_MESSAGE_BYTES}")
     try:
@@ -74,9 +79,10 @@ def parse_event(
     except UnicodeDecodeError as exc:
         raise EventRejected("invalid_utf8", f"value is not UTF-8 at byte {exc.start}") from None
     try:
-        body = json.loads(decoded)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise EventRejected("not_json", f"value is not JSON: {getattr(exc, 'msg', 'too deeply nested')}") from None
+        body = json.loads(decoded, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers JSONDecodeError, NaN/Infinity and integers longer than Python converts.
+        raise EventRejected("not_json", f"value is not JSON: {getattr(exc, 'msg', None) or _first_line(exc)}") from None
     if not isinstance(body, dict):
         raise EventRejected("not_object", f"value is a JSON {type(body).__name__}, not an object")
 
@@ -94,7 +100,7 @@ def parse_event(
         raise EventRejected("bad_event_id", "event_id is not a UUID") from None
 
     tenant_id = require_tenant_id(body["tenant_id"])
-    if key is not None and key != tenant_id.encode():
+    if key != tenant_id.encode():
         raise EventRejected("key_mismatch", "the message key is not the event's tenant_id")
 
     agent_name = _bounded_string(body, "agent_name", MAX_AGENT_NAME)
@@ -107,6 +113,8 @@ def parse_event(
     if text_bytes > MAX_TEXT_BYTES:
         raise EventRejected("too_large", f"text is {text_bytes} bytes, the limit is {MAX_TEXT_BYTES}")
     _reject_surrogates("text", text)
+    if "\x00" in text:
+        raise EventRejected("bad_characters", "text contains NUL characters, which Postgres cannot store")
 
     subject_id = None
     if body.get("subject_id") is not None:
@@ -121,8 +129,12 @@ def parse_event(
     if metadata_bytes > MAX_METADATA_BYTES:
         raise EventRejected("too_large", f"metadata is {metadata_bytes} bytes, the limit is {MAX_METADATA_BYTES}")
     _reject_surrogates("metadata", json.dumps(metadata, ensure_ascii=False))
+    if _has_nul(metadata):
+        raise EventRejected("bad_characters", "metadata contains NUL characters, which Postgres cannot store")
 
-    region = body.get("region") or default_region
+    region = body.get("region")
+    if region is None:
+        region = default_region
     if not isinstance(region, str):
         raise EventRejected("wrong_type", f"region must be a string, not {type(region).__name__}")
     if region not in regions:
@@ -185,19 +197,51 @@ def _created_at(raw: object, timestamp_ms: int | None, now: datetime) -> datetim
     if raw is None:
         if timestamp_ms is None or timestamp_ms <= 0:
             return now
-        return datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC)
+        try:
+            parsed = datetime.fromtimestamp(timestamp_ms / 1000, tz=UTC)
+        except (ValueError, OverflowError, OSError):
+            raise EventRejected("bad_created_at", "the Kafka timestamp is outside the calendar") from None
+        return _not_future(parsed, now, "the Kafka timestamp")
     if not isinstance(raw, str):
         raise EventRejected("wrong_type", f"created_at must be an RFC 3339 string, not {type(raw).__name__}")
+    if not RFC3339_RE.match(raw):
+        raise EventRejected("bad_created_at", "created_at is not an RFC 3339 timestamp")
     try:
-        parsed = datetime.fromisoformat(raw)
+        # fromisoformat takes at most microseconds; RFC 3339 allows more digits.
+        parsed = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", raw))
     except ValueError:
         raise EventRejected("bad_created_at", "created_at is not an RFC 3339 timestamp") from None
     if parsed.tzinfo is None:
         raise EventRejected("bad_created_at", "created_at has no UTC offset")
-    parsed = parsed.astimezone(UTC)
-    if parsed > now + MAX_FUTURE_SKEW:
-        raise EventRejected("bad_created_at", "created_at is in the future")
-    return parsed
+    try:
+        parsed = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise EventRejected("bad_created_at", "created_at is outside the calendar once in UTC") from None
+    return _not_future(parsed, now, "created_at")
+
+
+def _not_future(moment: datetime, now: datetime, what: str) -> datetime:
+    if moment > now + MAX_FUTURE_SKEW:
+        raise EventRejected("bad_created_at", f"{what} is in the future")
+    return moment
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
 
 
 def _printable(value: str, limit: int = 40) -> str:

@@ -14,7 +14,8 @@ DEPLOYMENTS = ("local", "prod")
 REGION_RE = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
 
 RETENTION_RE = re.compile(r"^(\d{1,5})d$")
-DEFAULT_RETENTION = "eu=90d,us=365d,default=365d"
+# Used when AMEM_RETENTION is unset, for those of these regions that are configured.
+DEFAULT_WINDOWS = {"eu": 90, "us": 365, "default": 365}
 
 EVENTS_TOPIC = "memory.events"
 EMBEDDINGS_TOPIC = "memory.embeddings"
@@ -35,7 +36,7 @@ class Settings:
     regions: tuple[str, ...] = ("eu", "us")
     default_region: str = "eu"
     events_partitions: int = 12
-    retention_days: tuple[tuple[str, int], ...] = (("eu", 90), ("us", 365), ("default", 365))
+    retention_days: tuple[tuple[str, int], ...] = (("default", 365), ("eu", 90), ("us", 365))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -51,9 +52,9 @@ class Settings:
                 f"AMEM_DEFAULT_REGION={default_region!r} is not one of AMEM_REGIONS ({', '.join(regions)})"
             )
         partitions_raw = env.get("AMEM_EVENTS_PARTITIONS") or "12"
-        if not partitions_raw.isdigit() or not 1 <= int(partitions_raw) <= 1000:
+        if not re.fullmatch(r"[0-9]{1,4}", partitions_raw) or not 1 <= int(partitions_raw) <= 1000:
             raise SettingsError(f"AMEM_EVENTS_PARTITIONS={partitions_raw!r} must be a whole number from 1 to 1000")
-        retention = parse_retention(env.get("AMEM_RETENTION") or DEFAULT_RETENTION, regions)
+        retention = parse_retention(env.get("AMEM_RETENTION") or default_retention(regions), regions)
         return cls(
             home=home,
             kafka_bootstrap=env.get("AMEM_KAFKA_BOOTSTRAP") or None,
@@ -90,6 +91,10 @@ def parse_regions(raw: str) -> tuple[str, ...]:
     if len(set(regions)) != len(regions):
         raise SettingsError(f"AMEM_REGIONS names a region twice: {raw!r}")
     return regions
+
+
+def default_retention(regions: tuple[str, ...]) -> str:
+    return ",".join(f"{name}={days}d" for name, days in DEFAULT_WINDOWS.items() if name in regions or name == "default")
 
 
 def parse_retention(raw: str, regions: tuple[str, ...]) -> tuple[tuple[str, int], ...]:

@@ -34,9 +34,12 @@ class RunPlan:
     last_tenant: str
     ranges: dict[str, dict[int, tuple[int, int]]]  # tenant → partition → (first, last) offsets
 
-    def run_key(self, prefix: str = "events") -> str:
-        """Stable per tenant set and offset ranges: a replayed plan dedupes, new work never collides."""
-        canonical = json.dumps({t: sorted(r.items()) for t, r in sorted(self.ranges.items())},
+    def run_key(self, prefix: str = "events", cluster_id: str = "") -> str:
+        """Stable per cluster, tenant set and offset ranges: a replayed plan dedupes, new work never collides.
+
+        The cluster id matters because offsets restart on a new cluster (the in-memory broker's restart).
+        """
+        canonical = json.dumps([cluster_id, {t: sorted(r.items()) for t, r in sorted(self.ranges.items())}],
                                separators=(",", ":"))
         return f"{prefix}-{self.first_tenant}..{self.last_tenant}-{hashlib.sha256(canonical.encode()).hexdigest()[:24]}"
 

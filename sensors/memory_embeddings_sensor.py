@@ -69,7 +69,7 @@ def build_memory_embeddings_sensor(job: JobDefinition, policy: BatchPolicy = STA
             for tenant in plan.ranges:
                 del cursor.pending[tenant]
         return SensorResult(
-            run_requests=[RunRequest(run_key=plan.run_key("stats"), tags={
+            run_requests=[RunRequest(run_key=plan.run_key("stats", cluster_id), tags={
                 ASSET_PARTITION_RANGE_START_TAG: plan.first_tenant,
                 ASSET_PARTITION_RANGE_END_TAG: plan.last_tenant, "amem/tenants": str(len(plan.ranges))})
                 for plan in plans],
@@ -82,6 +82,6 @@ def build_memory_embeddings_sensor(job: JobDefinition, policy: BatchPolicy = STA
 def _tenant_of(value: bytes | None) -> str | None:
     try:
         tenant = json.loads(value or b"").get("tenant_id")
-    except (ValueError, AttributeError):
-        return None
+    except (ValueError, AttributeError, RecursionError):
+        return None  # not ours to judge: a malformed announcement must never stall the cursor
     return tenant if is_valid_tenant_id(tenant) else None

@@ -29,12 +29,12 @@ READ_SECONDS = 20.0
 MAX_MESSAGES_PER_TICK = 100_000
 
 
-def run_request_for(plan: RunPlan) -> RunRequest:
+def run_request_for(plan: RunPlan, cluster_id: str) -> RunRequest:
     """A run over the plan's tenant range whose memory_events step reads exactly the planned offsets."""
     offsets = [{"tenant_id": t, "partition": p, "first": lo, "last": hi}
                for t, spans in sorted(plan.ranges.items()) for p, (lo, hi) in sorted(spans.items())]
     return RunRequest(
-        run_key=plan.run_key(),
+        run_key=plan.run_key("events", cluster_id),
         run_config={"ops": {"memory_events": {"config": {"offsets": offsets}}}},
         tags={ASSET_PARTITION_RANGE_START_TAG: plan.first_tenant, ASSET_PARTITION_RANGE_END_TAG: plan.last_tenant,
               "amem/tenants": str(len(plan.ranges))},
@@ -101,7 +101,7 @@ def build_memory_events_sensor(job: JobDefinition, policy: BatchPolicy = BatchPo
             context.log.info(f"read {len(records)} messages, dead-lettered {sum(rejected.values())} {rejected}, "
                              f"{len(new_tenants)} new tenants, {len(plans)} runs, {len(cursor.pending)} tenants pending")
         return SensorResult(
-            run_requests=[run_request_for(plan) for plan in plans],
+            run_requests=[run_request_for(plan, cluster_id) for plan in plans],
             dynamic_partitions_requests=[AddDynamicPartitionsRequest(TENANTS.name, new_tenants)] if new_tenants else [],
             cursor=cursor.to_json(),
         )

@@ -58,12 +58,14 @@ def test_minimal_event_gets_defaults():
 def test_created_at_defaults_to_kafka_timestamp():
     ts = int(datetime(2026, 2, 1, 9, 30, 15, 123_000, tzinfo=UTC).timestamp() * 1000)
     assert _parse(_body(), timestamp_ms=ts).created_at == datetime(2026, 2, 1, 9, 30, 15, 123_000, tzinfo=UTC)
-    assert _parse(_body(created_at="2026-01-01T00:00:00Z"), timestamp_ms=ts).created_at == datetime(2026, 1, 1, tzinfo=UTC)
+    explicit = _parse(_body(created_at="2026-01-01T00:00:00Z"), timestamp_ms=ts)
+    assert explicit.created_at == datetime(2026, 1, 1, tzinfo=UTC)
     assert _parse(_body(), timestamp_ms=-1).created_at == NOW  # "no timestamp" in old message formats
 
 
 @pytest.mark.parametrize(("body", "kwargs", "code"), [
     (None, {}, "empty_message"),
+    (_body(), {"key": None}, "missing_key"),
     (b" " * (MAX_MESSAGE_BYTES + 1), {}, "too_large"),
     (b'{"text": "caf\xe9"}', {}, "invalid_utf8"),
     (b"{not json", {}, "not_json"),
@@ -76,7 +78,7 @@ def test_created_at_defaults_to_kafka_timestamp():
     (_body(event_id="not-a-uuid"), {}, "bad_event_id"),
     (_body(tenant_id="Acme"), {"key": b"Acme"}, "bad_tenant_id"),
     (_body(tenant_id="-acme"), {"key": b"-acme"}, "bad_tenant_id"),
-    (_body(tenant_id='a" or tenant_id != "'), {"key": None}, "bad_tenant_id"),
+    (_body(tenant_id='a" or tenant_id != "'), {"key": b'a" or tenant_id != "'}, "bad_tenant_id"),
     (_body(tenant_id="acme\n"), {"key": b"acme\n"}, "bad_tenant_id"),
     (_body(), {"key": b"other"}, "key_mismatch"),
     (_body(agent_name="  "), {}, "empty_field"),
@@ -150,80 +152,62 @@ def test_hostile_strings_are_data_not_code():
     assert event.text == text and event.tenant_id == TENANT
 
 
-# --- known bugs: see the report; each expectation is the contract, the code does not meet it yet ---
+# --- regressions: each of these crashed parse_event or let an unstorable event through before the fixes ---
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="events.py: json.loads raises a plain ValueError for "
-                   "integers over 4300 digits; parse_event only catches JSONDecodeError/RecursionError")
-def test_huge_integer_is_rejected_not_raised():
+def test_huge_integer_is_not_json():
     value = json.dumps(_body()).encode()[:-1] + b', "metadata": {"n": ' + b"9" * 5000 + b"}}"
-    assert _code(value) == "not_json"
+    assert _code(value) == "not_json"  # was a bare ValueError from the int-digits limit
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason="events.py _created_at: astimezone(UTC) overflows "
-                   "for timestamps at the ends of the datetime range")
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_non_json_numbers_are_not_json(constant):
+    assert _code(json.dumps(_body()).encode()[:-1] + b', "metadata": {"score": ' + constant + b"}}") == "not_json"
+
+
 @pytest.mark.parametrize("created_at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
-def test_created_at_at_datetime_limits_is_rejected(created_at):
-    assert _code(_body(created_at=created_at)) == "bad_created_at"
+def test_created_at_at_datetime_limits(created_at):
+    assert _code(_body(created_at=created_at)) == "bad_created_at"  # was an OverflowError
 
 
-@pytest.mark.xfail(strict=True, raises=(ValueError, OverflowError), reason="events.py _created_at: "
-                   "datetime.fromtimestamp raises for a Kafka timestamp beyond year 9999")
-def test_out_of_range_kafka_timestamp_is_not_a_crash():
-    try:
-        event = _parse(_body(), timestamp_ms=2**62)
-    except EventRejected:
-        return
-    assert event.created_at <= NOW + timedelta(hours=1)
+@pytest.mark.parametrize("timestamp_ms", [2**62, 2**63 - 1, 253_402_300_800_000])
+def test_kafka_timestamp_beyond_the_calendar(timestamp_ms):
+    assert _code(_body(), timestamp_ms=timestamp_ms) == "bad_created_at"  # was a ValueError
 
 
-@pytest.mark.xfail(strict=True, reason="events.py _created_at: the future-skew rule is applied to created_at "
-                   "but not to the Kafka timestamp it defaults to")
 def test_future_kafka_timestamp_obeys_the_skew_rule():
-    ts = int((NOW + timedelta(days=30)).timestamp() * 1000)
-    try:
-        event = _parse(_body(), timestamp_ms=ts)
-    except EventRejected:
-        return
-    assert event.created_at <= NOW + timedelta(hours=1)
+    ahead = int((NOW + timedelta(hours=1, seconds=1)).timestamp() * 1000)
+    assert _code(_body(), timestamp_ms=ahead) == "bad_created_at"
+    at_limit = int((NOW + timedelta(hours=1)).timestamp() * 1000)
+    assert _parse(_body(), timestamp_ms=at_limit).created_at == NOW + timedelta(hours=1)
 
 
-@pytest.mark.xfail(strict=True, reason="events.py accepts a message without a key, but assets/memory_events.py "
-                   "selects records by key, so the planned event is silently never stored")
-def test_message_without_key_is_rejected():
-    _code(_body(), key=None)
+def test_message_without_key():
+    # Runs select a tenant's records by key: a keyless event used to be planned and then never stored.
+    assert _code(_body(), key=None) == "missing_key"
 
 
-@pytest.mark.xfail(strict=True, reason="events.py accepts NUL characters that Postgres text/jsonb cannot store; "
-                   "the insert then fails the whole run on every retry")
-@pytest.mark.parametrize("change", [{"text": "before\x00after"}, {"metadata": {"k": "a\x00b"}}],
-                         ids=["text", "metadata"])
-def test_nul_characters_are_rejected(change):
-    _code(_body(**change))
+@pytest.mark.parametrize("change", [{"text": "before\x00after"}, {"metadata": {"k": "a\x00b"}},
+                                    {"metadata": {"a\x00": 1}}, {"metadata": {"l": [{"deep": ["\x00"]}]}}],
+                         ids=["text", "metadata-value", "metadata-key", "metadata-nested"])
+def test_nul_characters_postgres_cannot_store(change):
+    assert _code(_body(**change)) == "bad_characters"
 
 
-@pytest.mark.xfail(strict=True, reason="events.py: json.loads accepts NaN/Infinity, which are not JSON; "
-                   "Postgres jsonb rejects them when the run inserts the metadata")
-def test_non_json_numbers_are_rejected():
-    _code(json.dumps(_body()).encode()[:-1] + b', "metadata": {"score": NaN}}')
+@pytest.mark.parametrize("region", [False, 0, [], {}, ""])
+def test_falsy_non_string_region_is_not_the_default(region):
+    assert _code(_body(region=region)) == ("unknown_region" if region == "" else "wrong_type")
 
 
-@pytest.mark.xfail(strict=True, reason="events.py: region is read with `body.get('region') or default`, so "
-                   "falsy non-strings (false, 0, [], {}) silently become the default region")
-@pytest.mark.parametrize("region", [False, 0, [], {}])
-def test_falsy_non_string_region_is_wrong_type(region):
-    assert _code(_body(region=region)) == "wrong_type"
+def test_largest_valid_event_fits_the_message_limit():
+    text = "😀" * (MAX_TEXT_BYTES // 4)  # exactly 32 KiB of UTF-8, 96 KiB once json.dumps escapes it
+    metadata = {"note": "😀" * 4000}  # about 15.6 KiB of UTF-8 JSON
+    assert len(json.dumps(metadata, ensure_ascii=False).encode()) <= 16 * 1024
+    assert _parse(_body(text=text, metadata=metadata)).text == text
+    control = "\x01" * MAX_TEXT_BYTES  # 6 bytes each once escaped
+    assert _parse(_body(text=control)).text == control
 
 
 def test_uuid_forms_are_canonicalised():
     for form in (EVENT_ID.upper(), "{" + EVENT_ID + "}", "urn:uuid:" + EVENT_ID):
         assert _parse(_body(event_id=form)).event_id == EVENT_ID
     assert str(uuid.UUID(EVENT_ID)) == EVENT_ID
-
-
-@pytest.mark.xfail(strict=True, reason="events.py MAX_MESSAGE_BYTES: 128 KiB is less than a contract-valid event "
-                   "needs once JSON-escaped (json.dumps' default ensure_ascii writes an emoji as 12 bytes)")
-def test_largest_valid_event_fits_the_message_limit():
-    text = "😀" * (MAX_TEXT_BYTES // 4)  # exactly 32 KiB of UTF-8
-    metadata = {"note": "😀" * 4000}  # about 15.6 KiB of UTF-8 JSON
-    assert len(json.dumps(metadata, ensure_ascii=False).encode()) <= 16 * 1024
-    assert _parse(_body(text=text, metadata=metadata)).text == text
