@@ -105,8 +105,9 @@ def read_from(
     *,
     max_messages: int,
     deadline: float,
+    max_bytes: int = 256 * 1024 * 1024,
 ) -> tuple[list[KafkaRecord], dict[int, int]]:
-    """Read each partition from its start offset until its end, `max_messages` or the monotonic `deadline`.
+    """Read each partition from its start offset until its end, `max_messages`, `max_bytes` or `deadline`.
 
     Returns the records and, per partition, the next offset to read. Stopping early is safe: the offsets say
     exactly where the next read continues.
@@ -115,8 +116,10 @@ def read_from(
     records: list[KafkaRecord] = []
     consumer.assign([TopicPartition(topic, p, o) for p, o in start.items()])
     at_end: set[int] = set()
+    size = 0
     try:
-        while len(at_end) < len(start) and len(records) < max_messages and time.monotonic() < deadline:
+        while (len(at_end) < len(start) and len(records) < max_messages and size < max_bytes
+               and time.monotonic() < deadline):
             for msg in consumer.consume(min(1000, max_messages - len(records)), 0.2):
                 err = msg.error()
                 if err is not None:
@@ -126,6 +129,7 @@ def read_from(
                     raise ServiceUnavailable(f"reading {topic}: {err.str()}")
                 at_end.discard(msg.partition())
                 records.append(_record(msg))
+                size += len(msg.value() or b"") + len(msg.key() or b"")
                 nxt[msg.partition()] = msg.offset() + 1
     finally:
         consumer.unassign()
