@@ -2,6 +2,7 @@
 
 import time
 from collections import defaultdict
+from datetime import UTC, datetime, timedelta
 
 from dagster import (
     AssetExecutionContext,
@@ -67,6 +68,9 @@ def memory_events(
             union[partition] = (min(lo, cur[0]), max(hi, cur[1])) if cur else (lo, hi)
 
     regions = placement.region_list()
+    # Events already past their region's retention window are not stored: they would only wait for a purge.
+    oldest_kept = {r: datetime.now(UTC) - timedelta(days=placement.retention_days(r)) for r in regions}
+    expired = 0
     by_tenant: dict[str, list[tuple[MemoryEvent, int, int]]] = defaultdict(list)
     read = skipped = 0
     consumer = kafka.consumer()
@@ -82,6 +86,9 @@ def memory_events(
                                     headers=record.headers, regions=regions, default_region=placement.default_region)
             except EventRejected:
                 skipped += 1  # dead-lettered by the sensor when it read this offset
+                continue
+            if event.created_at < oldest_kept[event.region]:
+                expired += 1
                 continue
             by_tenant[event.tenant_id].append((event, record.partition, record.offset))
     finally:
@@ -100,6 +107,7 @@ def memory_events(
         "events_received": received,
         "events_new": total_new,
         "invalid_skipped": skipped,
+        "expired_on_arrival": expired,
         "kafka_records_scanned": read,
         "kafka_read_seconds": MetadataValue.float(round(read_seconds, 3)),
         "duration_seconds": MetadataValue.float(round(time.perf_counter() - started, 3)),

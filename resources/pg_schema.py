@@ -227,26 +227,33 @@ def partition_name(table: str, day: date) -> str:
     return f"{table}_p{day:%Y%m%d}"
 
 
-def ensure_partitions(conn: psycopg.Connection, region: str, days: Iterable[date]) -> list[str]:
-    """Create the daily partitions of both tenant tables for `days` if missing; returns the names created."""
-    schema = region_schema(region)
+def missing_partitions(conn: psycopg.Connection, region: str, days: Iterable[date]) -> list[tuple[str, date]]:
+    """(table, day) pairs among `days` whose daily partition does not exist (one catalog query)."""
     wanted = sorted(set(days))
     if not wanted:
         return []
     existing = {row[0] for row in conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
         " JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace"
-        " WHERE n.nspname = %s AND p.relname = ANY(%s)", (schema, list(TENANT_TABLES)))}
+        " WHERE n.nspname = %s AND p.relname = ANY(%s)", (region_schema(region), list(TENANT_TABLES)))}
+    return [(t, d) for t in TENANT_TABLES for d in wanted if partition_name(t, d) not in existing]
+
+
+def ensure_partitions(conn: psycopg.Connection, region: str, days: Iterable[date]) -> list[str]:
+    """Create the daily partitions of both tenant tables for `days` if missing; returns the names created."""
+    schema = region_schema(region)
+    missing = missing_partitions(conn, region, days)
+    if missing:
+        # Serialise creators: two processes creating the same partition would otherwise collide.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('amem.partitions'))")
+        missing = missing_partitions(conn, region, {d for _, d in missing})
     created = []
-    for table in TENANT_TABLES:
-        for day in wanted:
-            name = partition_name(table, day)
-            if name in existing:
-                continue
-            conn.execute(sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {s}.{p} PARTITION OF {s}.{t} FOR VALUES FROM ({lo}) TO ({hi})").format(
-                    s=sql.Identifier(schema), p=sql.Identifier(name), t=sql.Identifier(table),
-                    lo=sql.Literal(datetime(day.year, day.month, day.day, tzinfo=UTC)),
-                    hi=sql.Literal(datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1))))
-            created.append(name)
+    for table, day in missing:
+        name = partition_name(table, day)
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        conn.execute(sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {s}.{p} PARTITION OF {s}.{t} FOR VALUES FROM ({lo}) TO ({hi})").format(
+                s=sql.Identifier(schema), p=sql.Identifier(name), t=sql.Identifier(table),
+                lo=sql.Literal(start), hi=sql.Literal(start + timedelta(days=1))))
+        created.append(name)
     return created

@@ -20,7 +20,6 @@ from resources import pg_schema
 
 _pools: dict[str, ConnectionPool] = {}
 _ready: set[tuple[str, str, int]] = set()
-_partitions: set[tuple[str, str, date]] = set()
 _lock = threading.Lock()
 
 
@@ -94,14 +93,13 @@ class PostgresResource(ConfigurableResource):
             yield conn
 
     def ensure_partitions(self, region: str, days: Iterable[date]) -> None:
-        """Create missing daily partitions (as the schema owner); remembered per process."""
-        missing = sorted({d for d in days if (self.dsn, region, d) not in _partitions})
-        if not missing:
+        """Create missing daily partitions as the schema owner. Checked every call, never cached: a purge in
+        another process may have dropped a day since."""
+        days = set(days)
+        if not days:
             return
         with self.pool().connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('amem.partitions'))")
-            pg_schema.ensure_partitions(conn, region, missing)
-        _partitions.update((self.dsn, region, d) for d in missing)
+            pg_schema.ensure_partitions(conn, region, days)
 
 
 def close_pools() -> None:
@@ -111,4 +109,3 @@ def close_pools() -> None:
             pool.close()
         _pools.clear()
         _ready.clear()
-        _partitions.clear()

@@ -65,6 +65,9 @@ def pipeline(service_env, dagster_instance):
         (tenants["bank"].encode(), json.dumps(_good(tenants["bank"], "mars", region="mars")).encode()),
         (tenants["astro"].encode(), json.dumps(_good(tenants["cook"], "wrong key")).encode()),
     ]
+    # Valid, but 200 days old in eu (90-day window): expired on arrival, so never stored.
+    stale = {**_good(tenants["astro"], "an ancient observation"), "created_at": "2020-01-01T00:00:00Z"}
+    producer.produce(kafka.events_topic, key=tenants["astro"].encode(), value=json.dumps(stale).encode())
     for key, value in bad:
         producer.produce(kafka.events_topic, key=key, value=value, headers=[("traceparent", b"junk")])
     producer.flush(10)
@@ -110,6 +113,9 @@ def test_sensor_to_stores_end_to_end(pipeline, service_env):
     for request in result.run_requests:
         covered |= {item["tenant_id"] for item in request.run_config["ops"]["memory_events"]["config"]["offsets"]}
         run = _execute(pipeline, request)
+        stored = [m for m in run.get_asset_materialization_events()
+                  if m.asset_key.to_user_string() == "memory_events"]
+        assert stored[0].materialization.metadata["expired_on_arrival"].value == 1
         checks = run.get_asset_check_evaluations()
         assert checks and all(c.passed for c in checks), [c.description for c in checks]
     assert covered == set(tenants.values())
