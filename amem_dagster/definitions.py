@@ -36,6 +36,8 @@ memory_ingest_job = define_asset_job(
     "memory_ingest_job",
     selection=AssetSelection.assets(memory_events, memory_embeddings),
     partitions_def=TENANTS,
+    # Counted by the run coordinator's GPU cap in deployments/dagster.yaml.
+    tags={"amem/gpu": "true"},
     description="Store a batch of tenants' new events and embed them (launched by memory_events_sensor).",
 )
 memory_stats_job = define_asset_job(
