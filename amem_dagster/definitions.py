@@ -14,6 +14,7 @@ from dagster import (
     in_process_executor,
 )
 
+from amem_dagster.observability import logs, tracing
 from amem_dagster.settings import Settings
 
 # Chosen on purpose: single-run backfill policies (beta) and tenant-partitioned asset checks (preview).
@@ -61,6 +62,9 @@ def build_definitions(settings: Settings | None = None, *, resources: dict | Non
                       events_policy: BatchPolicy | None = None) -> Definitions:
     """The code location; tests pass their own resources (e.g. private topics) and batching policy."""
     settings = settings or Settings.from_env()
+    # Every Dagster process imports this module: JSON-line logs always, traces when OTLP is configured.
+    logs.configure()
+    tracing.configure()
     events_sensor = build_memory_events_sensor(memory_ingest_job, **({"policy": events_policy} if events_policy else {}))
     purge_asset = build_retention_purge_asset(settings.regions, {r: settings.retention_for(r) for r in settings.regions})
     gdpr_purge_job = define_asset_job("gdpr_purge_job", selection=AssetSelection.assets(purge_asset),

@@ -174,6 +174,45 @@ def read_ranges(
         consumer.unassign()
 
 
+def end_offsets(consumer: Consumer, topic: str, partitions: Mapping[int, int], *, deadline: float,
+                max_messages: int = 50_000, timeout: float = 5.0) -> tuple[dict[int, int], bool]:
+    """Each partition's end offset (the next offset to be written), and whether every figure is exact.
+
+    Asks the broker for high watermarks, then reads forward from max(watermark, `partitions[p]`) to the end:
+    on Kafka that reads nothing, but the embedded Tansu broker reports the base offset of the last batch + 1,
+    so up to one batch is read to find the real end. When the probe runs out of messages or time, the figures
+    are lower bounds (exact=False). `partitions` maps partition → an offset known to exist (e.g. a cursor).
+    """
+    ends: dict[int, int] = {}
+    for partition, known in partitions.items():
+        try:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout)
+        except KafkaException as exc:
+            raise ServiceUnavailable(f"watermarks of {topic}/{partition}: {exc.args[0].str()}") from None
+        ends[partition] = max(high, known)
+    if not ends:
+        return ends, True
+    consumer.assign([TopicPartition(topic, p, o) for p, o in ends.items()])
+    at_end: set[int] = set()
+    seen = 0
+    try:
+        while len(at_end) < len(ends) and seen < max_messages and time.monotonic() < deadline:
+            for msg in consumer.consume(min(1000, max_messages - seen), 0.2):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        at_end.add(msg.partition())
+                        ends[msg.partition()] = max(ends[msg.partition()], msg.offset())
+                        continue
+                    raise ServiceUnavailable(f"reading {topic}: {err.str()}")
+                seen += 1
+                at_end.discard(msg.partition())
+                ends[msg.partition()] = max(ends[msg.partition()], msg.offset() + 1)
+    finally:
+        consumer.unassign()
+    return ends, len(at_end) == len(ends)
+
+
 def _record(msg) -> KafkaRecord:
     ts_type, ts = msg.timestamp()
     return KafkaRecord(

@@ -14,6 +14,7 @@ import dagster as dg
 import numpy as np
 
 from amem_dagster.events import require_tenant_id
+from amem_dagster.observability import metrics
 from amem_dagster.settings import REGION_RE
 from resources.records import SearchHit, VectorRow
 
@@ -79,10 +80,19 @@ def _condition_value(name: str, value: Any) -> Any:
     if name == "created_before":
         return epoch_ms(value)
     if name == "subject_id" and isinstance(value, str):
-        return value
+        return _utf8(name, value)
     if name == "event_ids" and not isinstance(value, str) and all(isinstance(v, str) for v in value):
-        return list(value)
+        return [_utf8(name, v) for v in value]
     raise TypeError(f"{name} must be {'a string' if name == 'subject_id' else 'a sequence of strings'}")
+
+
+def _utf8(name: str, value: str) -> str:
+    # A lone surrogate (invalid UTF-8 from a CLI argument) would fail inside pymilvus with no useful message.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} is not valid UTF-8") from None
+    return value
 
 
 def render_literals(expr: str, params: dict[str, Any]) -> str:
@@ -156,13 +166,16 @@ class MilvusResource(dg.ConfigurableResource):
         for row in rows:
             entity = self._entity(row)
             by_region[row.region][entity["pk"]] = entity  # the last row for a key wins, as in one upsert
-        for region, entities in by_region.items():
-            batch = list(entities.values())
-            for start in range(0, len(batch), UPSERT_BATCH):
-                self._call(region, "upsert", data=batch[start:start + UPSERT_BATCH])
-        if flush:
-            self.flush(by_region)
-        return sum(len(entities) for entities in by_region.values())
+        with metrics.timed(metrics.STORE_WRITE_SECONDS, metrics.MILVUS):
+            for region, entities in by_region.items():
+                batch = list(entities.values())
+                for start in range(0, len(batch), UPSERT_BATCH):
+                    self._call(region, "upsert", data=batch[start:start + UPSERT_BATCH])
+            if flush:
+                self.flush(by_region)
+        written = sum(len(entities) for entities in by_region.values())
+        metrics.wrote(metrics.MILVUS, written)
+        return written
 
     def flush(self, regions: Iterable[str]) -> None:
         for region in regions:
@@ -173,17 +186,20 @@ class MilvusResource(dg.ConfigurableResource):
         if k < 1:
             raise ValueError("k must be at least 1")
         query = self._vector(vector)
-        result = self._call(
-            region, "search", data=[query], limit=k, anns_field="embedding", output_fields=["event_id"],
-            search_params={"metric_type": "COSINE", "params": {"ef": max(ef, k)}},
-            **self._where(tenant_id, region),
-        )
+        where = self._where(tenant_id, region)
+        metrics.read(metrics.MILVUS)
+        with metrics.timed(metrics.SEARCH_SECONDS, metrics.MILVUS):
+            result = self._call(
+                region, "search", data=[query], limit=k, anns_field="embedding", output_fields=["event_id"],
+                search_params={"metric_type": "COSINE", "params": {"ef": max(ef, k)}}, **where,
+            )
         return [SearchHit(event_id=hit["entity"]["event_id"], score=float(hit["distance"])) for hit in result[0]]
 
     def count(self, tenant_id: str, region: str, *, subject_id: str | None = None,
               created_before: datetime | None = None) -> int:
-        rows = self._call(region, "query", output_fields=["count(*)"], consistency_level="Strong",
-                          **self._where(tenant_id, region, subject_id=subject_id, created_before=created_before))
+        where = self._where(tenant_id, region, subject_id=subject_id, created_before=created_before)
+        metrics.read(metrics.MILVUS)
+        rows = self._call(region, "query", output_fields=["count(*)"], consistency_level="Strong", **where)
         return int(rows[0]["count(*)"])
 
     def delete(self, tenant_id: str, region: str, *, event_ids: Sequence[str] | None = None,

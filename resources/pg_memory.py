@@ -16,6 +16,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from amem_dagster.events import MemoryEvent
+from amem_dagster.observability import metrics
 from resources.pg_schema import region_schema
 from resources.records import SearchHit, VectorRow
 
@@ -59,15 +60,17 @@ def insert_events(conn: psycopg.Connection, events: Sequence[tuple[MemoryEvent, 
                                         AND %(created_at)s::timestamptz + {w}::interval)
                ON CONFLICT DO NOTHING""").format(s=sql.Identifier(region_schema(region)),
                                                  w=sql.Literal(RESEND_WINDOW))
-        with conn.cursor() as cur:
+        with metrics.timed(metrics.STORE_WRITE_SECONDS, metrics.POSTGRES), conn.cursor() as cur:
             cur.executemany(statement, rows)
             inserted += max(cur.rowcount, 0)
+    metrics.wrote(metrics.POSTGRES, inserted)
     return inserted
 
 
 def pending_embeddings(conn: psycopg.Connection, tenant_id: str, region: str, model: str,
                        limit: int = 100_000) -> list[StoredEvent]:
     """Events of the tenant in `region` with no vector from `model` yet (never embedded, or by another model)."""
+    metrics.read(metrics.POSTGRES)
     rows = conn.execute(sql.SQL(
         """SELECT e.event_id::text, e.created_at, e.region, e.subject_id, e.text
            FROM {s}.memory_events e
@@ -93,10 +96,11 @@ def upsert_vectors(conn: psycopg.Connection, rows: Sequence[VectorRow]) -> int:
                ON CONFLICT (tenant_id, event_id, created_at) DO UPDATE
                SET model = EXCLUDED.model, embedding = EXCLUDED.embedding, subject_id = EXCLUDED.subject_id,
                    embedded_at = now()""").format(s=sql.Identifier(region_schema(region)))
-        with conn.cursor() as cur:
+        with metrics.timed(metrics.STORE_WRITE_SECONDS, metrics.PGVECTOR), conn.cursor() as cur:
             cur.executemany(statement, [
                 (r.tenant_id, r.event_id, r.created_at, r.region, r.subject_id, r.model,
                  np.asarray(r.embedding, dtype=np.float32)) for r in group])
+    metrics.wrote(metrics.PGVECTOR, len(rows))
     return len(rows)
 
 
@@ -106,7 +110,14 @@ def search(conn: psycopg.Connection, tenant_id: str, region: str, vector: np.nda
     # SET LOCAL semantics via set_config(..., true): on Citus a session SET would not reach the workers.
     conn.execute("SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', "
                  "'relaxed_order', true)", (str(max(ef_search, k)),))
-    rows = conn.execute(sql.SQL(
+    metrics.read(metrics.PGVECTOR)
+    with metrics.timed(metrics.SEARCH_SECONDS, metrics.PGVECTOR):
+        rows = _search_rows(conn, tenant_id, region, vector, k)
+    return [SearchHit(event_id=r[0], score=float(r[1]), text=r[2]) for r in rows]
+
+
+def _search_rows(conn: psycopg.Connection, tenant_id: str, region: str, vector: np.ndarray, k: int) -> list[tuple]:
+    return conn.execute(sql.SQL(
         """SELECT v.event_id::text, 1 - v.distance AS score, e.text
            FROM (SELECT event_id, created_at, embedding <=> %(q)s AS distance
                  FROM {s}.memory_vectors WHERE tenant_id = %(tenant)s
@@ -115,7 +126,6 @@ def search(conn: psycopg.Connection, tenant_id: str, region: str, vector: np.nda
              ON e.tenant_id = %(tenant)s AND e.event_id = v.event_id AND e.created_at = v.created_at
            ORDER BY v.distance""").format(s=sql.Identifier(region_schema(region))),
         {"q": np.asarray(vector, dtype=np.float32), "tenant": tenant_id, "k": k}).fetchall()
-    return [SearchHit(event_id=r[0], score=float(r[1]), text=r[2]) for r in rows]
 
 
 def tenant_counts(conn: psycopg.Connection, regions: Sequence[str]) -> dict[str, dict[str, int]]:

@@ -21,7 +21,7 @@ TENANT_SETTING = "amem.tenant_id"
 TENANT_TABLES = ("memory_events", "memory_vectors")
 PARTITION_DAYS_AHEAD = 7
 # Bump when the DDL below changes; a database at another version is migrated on next start.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def region_schema(region: str) -> str:
@@ -56,8 +56,8 @@ def ensure_schema(conn: psycopg.Connection, regions: Iterable[str], dim: int, *,
         _citus_once(conn, "SELECT create_reference_table('amem.tenants')", "amem.tenants")
     conn.execute(sql.SQL("GRANT USAGE ON SCHEMA amem TO {app}, {mnt}").format(
         app=sql.Identifier(APP_ROLE), mnt=sql.Identifier(MAINTAINER_ROLE)))
-    conn.execute(sql.SQL("GRANT SELECT, INSERT ON amem.tenants TO {app}; GRANT ALL ON amem.tenants TO {mnt}").format(
-        app=sql.Identifier(APP_ROLE), mnt=sql.Identifier(MAINTAINER_ROLE)))
+    # A tenant may see and register only itself; listing tenants is an operator's (maintainer's) query.
+    _protect(conn, sql.Identifier("amem"), sql.Identifier("tenants"))
     _ensure_tenant_stats(conn, citus)
     _ensure_lifecycle(conn, citus)
     for region in regions:

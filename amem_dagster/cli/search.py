@@ -49,6 +49,10 @@ def search(
         raise typer.BadParameter(f"{region!r} is not one of {', '.join(config.regions)}", param_hint="--region")
     if not query.strip():
         raise typer.BadParameter("the query is empty", param_hint="QUERY")
+    try:
+        query.encode("utf-8")
+    except UnicodeEncodeError:
+        raise typer.BadParameter("the query is not valid UTF-8", param_hint="QUERY") from None
     regions = (region,) if region else config.regions
     env = clients.addresses(config)
     vector = clients.embedder().encode([query])[0]
