@@ -21,7 +21,7 @@ from amem_dagster.observability import logs, tracing
 from assets.partitions import TENANTS
 from resources.kafka import KafkaResource, read_from
 from sensors.batching import BatchPolicy, due_tenants, plan_runs
-from sensors.cursor import EventsCursor
+from sensors.topic_cursor import resume_cursor
 
 READ_SECONDS = 20.0
 MAX_MESSAGES_PER_TICK = 200_000
@@ -40,19 +40,14 @@ def build_memory_embeddings_sensor(job: JobDefinition, policy: BatchPolicy = STA
     def memory_embeddings_sensor(context: SensorEvaluationContext, kafka: KafkaResource) -> SensorResult | SkipReason:
         """Refreshes downstream per-tenant assets once new embeddings of a tenant are announced."""
         tick_started = time.time_ns()
-        cursor = EventsCursor.from_json(context.cursor)
-        try:
-            cluster_id, partitions = kafka.describe(kafka.embeddings_topic)
-        except ServiceUnavailable as exc:
-            return SkipReason(f"Kafka unavailable, nothing read: {exc}")
-        if cursor.offsets and cursor.cluster_id and cursor.cluster_id != cluster_id:
-            context.log.warning(f"Kafka cluster changed {cursor.cluster_id} -> {cluster_id}: offsets restart at 0")
-            cursor = EventsCursor()
-        cursor.cluster_id = cluster_id
+        resumed = resume_cursor(context, kafka, kafka.embeddings_topic)
+        if isinstance(resumed, SkipReason):
+            return resumed
+        cursor, start = resumed
+        cluster_id = cursor.cluster_id
         consumer = kafka.consumer()
         try:
-            records, next_offsets = read_from(consumer, kafka.embeddings_topic,
-                                              {p: cursor.offsets.get(p, 0) for p in partitions},
+            records, next_offsets = read_from(consumer, kafka.embeddings_topic, start,
                                               max_messages=MAX_MESSAGES_PER_TICK,
                                               deadline=time.monotonic() + READ_SECONDS)
         except ServiceUnavailable as exc:

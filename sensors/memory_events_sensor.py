@@ -24,6 +24,7 @@ from resources.kafka import KafkaResource, deliver_all, read_from
 from resources.placement import PlacementResource
 from sensors.batching import BatchPolicy, RunPlan, due_tenants, plan_runs
 from sensors.cursor import EventsCursor
+from sensors.topic_cursor import resume_cursor
 
 # Dagster abandons a tick after 60 s; reading stops well before, and the next tick continues from the cursor.
 READ_SECONDS = 20.0
@@ -58,18 +59,11 @@ def build_memory_events_sensor(job: JobDefinition, policy: BatchPolicy = BatchPo
                              placement: PlacementResource) -> SensorResult | SkipReason:
         """Turns new memory events on Kafka into tenant partitions and batched runs; offsets live in the cursor."""
         tick_started = time.time_ns()
-        cursor = EventsCursor.from_json(context.cursor)
-        try:
-            cluster_id, partitions = kafka.describe(kafka.events_topic)
-        except ServiceUnavailable as exc:
-            return SkipReason(f"Kafka unavailable, nothing read: {exc}")
-        if cursor.offsets and cursor.cluster_id and cursor.cluster_id != cluster_id:
-            # Another cluster (e.g. the in-memory embedded broker restarted): its offsets mean other messages.
-            context.log.warning(f"Kafka cluster changed {cursor.cluster_id} -> {cluster_id}: offsets restart at 0 "
-                                f"and {len(cursor.pending)} tenants' pending ranges are dropped")
-            cursor = EventsCursor()
-        cursor.cluster_id = cluster_id
-        start = {p: cursor.offsets.get(p, 0) for p in partitions}
+        resumed = resume_cursor(context, kafka, kafka.events_topic)
+        if isinstance(resumed, SkipReason):
+            return resumed
+        cursor, start = resumed
+        cluster_id = cursor.cluster_id
 
         regions = placement.region_list()
         consumer = kafka.consumer()
