@@ -26,3 +26,7 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .amem
+
+.PHONY: bench-purge
+bench-purge: install
+	$(PY) bench/purge.py

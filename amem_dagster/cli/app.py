@@ -6,8 +6,9 @@ import warnings
 
 import typer
 
-from amem_dagster.cli import dev, lifecycle, produce, search, stats
+from amem_dagster.cli import backfill, dev, forget, lifecycle, produce, purge, search, stats, tenants
 from amem_dagster.cli.errors import OneLineErrors
+from amem_dagster.cli.metrics import app as metrics_app
 
 # platformdirs (via the embedded Postgres wheel) warns on every run where XDG_RUNTIME_DIR is unset.
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -29,6 +30,11 @@ app.command("dev")(dev.dev)
 app.command("produce")(produce.produce)
 app.command("search")(search.search)
 app.command("stats")(stats.stats)
+app.command("purge")(purge.purge)
+app.command("forget")(forget.forget)
+app.command("backfill")(backfill.backfill)
+app.add_typer(tenants.app, name="tenants")
+app.add_typer(metrics_app, name="metrics")
 
 
 def main() -> None:
