@@ -13,7 +13,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from amem_dagster.events import MemoryEvent
-from resources.pg_schema import TENANT_TABLES, has_citus, region_schema
+from resources.pg_schema import TENANT_TABLES, region_schema
 
 PARTITION_DAY = re.compile(r"_p(\d{8})$")
 # Vectors before events: a purge interrupted half-way never leaves a vector without its event.
@@ -70,15 +70,6 @@ def delete_before(conn: psycopg.Connection, region: str, table: str, cutoff: dat
     """Row-delete what is left before `cutoff` (the partial partition the cutoff falls in)."""
     return conn.execute(sql.SQL("DELETE FROM {s}.{t} WHERE created_at < %s").format(
         s=sql.Identifier(region_schema(region)), t=sql.Identifier(table)), (cutoff,)).rowcount
-
-
-def drop_old_partitions_citus(conn: psycopg.Connection, region: str, table: str, cutoff: datetime) -> None:
-    """On Citus, its own time-partition function drops the expired partitions on every node."""
-    conn.execute("CALL drop_old_time_partitions(%s, %s)", (f"{region_schema(region)}.{table}", cutoff))
-
-
-def is_citus(conn: psycopg.Connection) -> bool:
-    return has_citus(conn)
 
 
 def known_tenants(conn: psycopg.Connection) -> list[str]:
