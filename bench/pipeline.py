@@ -109,16 +109,21 @@ def measure_pipeline(settings: Settings, env: dict, expected: int, home: Path) -
             for request in getattr(result, "run_requests", None) or []:
                 config = dagster_home / f"run-{launched}.json"
                 config.write_text(json.dumps(request.run_config))
-                running.append(subprocess.Popen(
-                    [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "amem_dagster.definitions",
-                     "-j", "memory_ingest_job", "-c", str(config), "--tags", json.dumps(request.tags)],
-                    cwd=ROOT, env=run_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+                # The run's log goes to a file: a pipe nobody reads until exit would fill and block the run.
+                log = dagster_home / f"run-{launched}.log"
+                with open(log, "wb") as sink:
+                    proc = subprocess.Popen(
+                        [str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m",
+                         "amem_dagster.definitions", "-j", "memory_ingest_job", "-c", str(config),
+                         "--tags", json.dumps(request.tags)],
+                        cwd=ROOT, env=run_env, stdout=sink, stderr=subprocess.STDOUT)
+                running.append((proc, log))
                 launched += 1
-        for proc in [p for p in running if p.poll() is not None]:
-            running.remove(proc)
+        for proc, log in [r for r in running if r[0].poll() is not None]:
+            running.remove((proc, log))
             if proc.returncode != 0:
                 failed += 1
-                print(proc.stderr.read()[-2000:], file=sys.stderr)
+                print(log.read_text(errors="replace")[-2000:], file=sys.stderr)
         if not running and launched and stored_counts(env)["pg_vectors"] >= expected:
             break
         if failed or time.perf_counter() - started > 3600:
