@@ -15,9 +15,7 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,28 +23,14 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from amem_dagster import demo  # noqa: E402
-from amem_dagster.embedded import services  # noqa: E402
 from amem_dagster.settings import Settings  # noqa: E402
+from bench.services import fresh_services  # noqa: E402
 from bench.stores import reset_stores, stored_counts  # noqa: E402
 from resources.embedder import EmbedderResource  # noqa: E402
 from resources.kafka import KafkaResource, deliver_all  # noqa: E402
 
 TICK_SECONDS = 5.0  # memory_events_sensor's minimum interval
 MAX_CONCURRENT_RUNS = 2
-
-
-@contextmanager
-def fresh_services():
-    """Embedded services in a throwaway AMEM_HOME, their addresses exported into this process' environment."""
-    with tempfile.TemporaryDirectory(prefix="amem-bench-", dir="/tmp") as home:
-        settings = Settings.from_env({"AMEM_HOME": home})
-        services.up(settings)
-        try:
-            env = {"AMEM_HOME": home, **services.connection_env(settings)}
-            os.environ.update(env)
-            yield Settings.from_env(env), env
-        finally:
-            services.down(settings)
 
 
 def produce(kafka: KafkaResource, args) -> tuple[int, list[str]]:

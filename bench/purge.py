@@ -36,10 +36,8 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -48,10 +46,9 @@ sys.path.insert(0, str(ROOT))
 
 from psycopg import sql  # noqa: E402
 
-from amem_dagster.embedded import services  # noqa: E402
-from amem_dagster.settings import Settings  # noqa: E402
 from resources import pg_lifecycle, pg_schema  # noqa: E402
-from resources.postgres import PostgresResource, close_pools  # noqa: E402
+from bench.services import fresh_services  # noqa: E402
+from resources.postgres import PostgresResource  # noqa: E402
 
 REGION = "eu"
 WINDOW_DAYS = 90
@@ -66,19 +63,6 @@ SENTENCES = ["The user asked to rebook the flight to Lisbon for Tuesday morning"
 EVENT_COLUMNS = ("tenant_id", "event_id", "created_at", "region", "agent_name", "event_type", "text",
                  "subject_id", "metadata")
 VECTOR_COLUMNS = ("tenant_id", "event_id", "created_at", "region", "subject_id", "model", "embedding")
-
-
-@contextmanager
-def fresh_services():
-    """Embedded services in a throwaway AMEM_HOME (as bench/pipeline.py), stopped and deleted afterwards."""
-    with tempfile.TemporaryDirectory(prefix="amem-bench-", dir="/tmp") as home:
-        settings = Settings.from_env({"AMEM_HOME": home})
-        services.up(settings)
-        try:
-            yield services.connection_env(settings)
-        finally:
-            close_pools()
-            services.down(settings)
 
 
 @functools.cache
@@ -283,7 +267,7 @@ def main() -> None:
     methods = ("drop", "drop_batched", "delete")
     results: dict[str, list[dict]] = {m: [] for m in methods}
 
-    with fresh_services() as env:
+    with fresh_services() as (_, env):
         pg = PostgresResource(dsn=env["AMEM_PG_DSN"], regions=REGION, pool_max_size=2)
         pg.pool()  # the project's schema, migrated as the pipeline does
         t = time.perf_counter()
