@@ -2,6 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: install dev test bench clean
 
@@ -21,8 +22,15 @@ dev: install
 test: install
 	$(VENV)/bin/pytest
 
-bench: install
-	$(PY) bench/pipeline.py
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+# Every benchmark (pipeline, embedding, retrieval; purge when bench/purge.py exists), each on fresh embedded
+# services: bench/results/<name>.json (+ .log), one <name>.png chart each and summary.md with the machine's cores
+# and library versions. `make bench SMOKE=1` runs the tiny sizes; `make bench ONLY=embedding,retrieval` a subset.
+bench: $(BENCH_STAMP)
+	$(PY) bench/report.py run $(if $(SMOKE),--smoke) $(if $(ONLY),--only $(ONLY))
 
 clean:
 	rm -rf $(VENV) .amem
