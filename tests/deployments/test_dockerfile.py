@@ -121,10 +121,13 @@ def test_command_is_the_grpc_server_of_the_code_location(stages):
 
 
 def test_build_time_model_check_passes_offline(stages, tmp_path):
-    """The image's model check, run here with the same pins: the packaged weights load with the hub offline."""
+    """The image's model check, run here with the same pins: the packaged weights load with the hub offline and the
+    CPU default's int8 graph is built into AMEM_HOME (baked into the image)."""
     (check,) = [c.value[0] for c in stages[-1] if c.cmd == "RUN" and "default_model_path" in c.value[0]]
     code = re.fullmatch(r'python -c "(.*)"', check).group(1)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "AMEM_HOME": str(tmp_path / "amem")}
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert list((tmp_path / "amem" / "models" / "onnx-int8").glob("*/meta.json")), "the int8 graph was not baked in"
