@@ -4,9 +4,9 @@ Backends (field `backend`):
 
 * ``torch`` — `SentenceTransformer.encode` in PyTorch fp32, on CPU or CUDA.
 * ``onnx`` / ``onnx-int8`` — the whole sentence-transformers pipeline (transformer, pooling, normalisation) exported
-  with `torch.export` + `torch.onnx.export`, run by ONNX Runtime; the int8 variant is ONNX Runtime's dynamic
-  quantisation (int8 weights, activations quantised per batch).
-* ``openvino`` / ``openvino-int8`` — the same exported program converted with `openvino.convert_model`, run by the
+  with `torch.onnx.export`, attention and GELU fused by ONNX Runtime's transformer optimizer, run by ONNX Runtime;
+  the int8 variant is ONNX Runtime's dynamic quantisation (int8 weights, activations quantised per batch).
+* ``openvino`` / ``openvino-int8`` — the pipeline exported with `torch.export` and converted by OpenVINO, run by the
   OpenVINO CPU runtime; the int8 variant is NNCF post-training static quantisation calibrated on texts from the
   project's own demo generator (never a downloaded data set).
 * ``auto`` (default) — ``torch`` when CUDA is available, otherwise `CPU_DEFAULT_BACKEND`, chosen by

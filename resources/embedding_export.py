@@ -22,7 +22,7 @@ from resources.embedding_runtime import GraphEncoder, block_openvino_telemetry
 
 GRAPH_BACKENDS = ("onnx", "onnx-int8", "openvino", "openvino-int8")
 # Bump when the exported graph or its metadata changes: caches of another format are rebuilt, not reused.
-EXPORT_FORMAT = 1
+EXPORT_FORMAT = 2
 CALIBRATION_TEXTS = 300
 CALIBRATION_SEED = 20_240_601
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -113,7 +113,10 @@ def _build(model_path: str, backend: str, out: Path) -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(model_path, device="cpu").eval()
+    # Eager attention for ONNX: its plain MatMul/Softmax pattern is what ONNX Runtime's transformer optimizer fuses
+    # into one Attention op (SDPA exports as a pattern it does not recognise).
+    model_kwargs = {"attn_implementation": "eager"} if backend.startswith("onnx") else {}
+    model = SentenceTransformer(model_path, device="cpu", model_kwargs=model_kwargs).eval()
     tokenizer = model.tokenizer
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError(f"{model_path} has no fast tokenizer; use backend='torch'")
@@ -125,40 +128,12 @@ def _build(model_path: str, backend: str, out: Path) -> None:
                        padding=True, truncation=True, max_length=max_len, return_tensors="pt")
     example = {name: sample[name] for name in inputs}
     graph = _SentenceGraph(model, inputs).eval()
-    batch_dim, seq_dim = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=1, max=max_len)
-    shapes = {name: {0: batch_dim, 1: seq_dim} for name in inputs}
-    with _quiet_exporters(), torch.no_grad():
-        program = torch.export.export(graph, (), kwargs=example, dynamic_shapes=shapes, strict=False)
+    with torch.no_grad():
         reference = graph(**example).numpy()
-
     if backend.startswith("onnx"):
-        fp32 = out / "model.onnx"
-        with _quiet_exporters():
-            torch.onnx.export(program, (), str(fp32), kwargs=example, input_names=inputs,
-                              output_names=["sentence_embedding"], dynamo=True, external_data=False, optimize=True,
-                              verbose=False)
-        graph_file = fp32
-        if backend == "onnx-int8":
-            graph_file = out / "model_int8.onnx"
-            quantize_onnx(fp32, graph_file)
-            fp32.unlink()
+        graph_file = _export_onnx(model, graph, example, out, quantize=backend == "onnx-int8")
     else:
-        block_openvino_telemetry()
-        import openvino as ov
-
-        ov_model = ov.convert_model(program)
-        if backend == "openvino-int8":
-            import nncf
-
-            texts = calibration_texts()
-            samples = []
-            for text in texts:
-                enc = tokenizer([text], truncation=True, max_length=max_len, return_tensors="np")
-                samples.append({name: enc[name].astype(np.int64) for name in inputs})
-            ov_model = nncf.quantize(ov_model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
-                                     subset_size=len(samples))
-        graph_file = out / "model.xml"
-        ov.save_model(ov_model, str(graph_file), compress_to_fp16=False)
+        graph_file = _export_openvino(graph, example, tokenizer, max_len, out, quantize=backend == "openvino-int8")
 
     tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
     meta = {
@@ -174,6 +149,61 @@ def _build(model_path: str, backend: str, out: Path) -> None:
     cosine = float(np.mean(np.sum(check.encode(texts, 8) * _unit(reference), axis=1)))
     if cosine < 0.98:
         raise RuntimeError(f"the exported {backend} graph disagrees with PyTorch (cosine {cosine:.4f})")
+
+
+def _export_onnx(model: Any, graph: Any, example: dict, out: Path, *, quantize: bool) -> Path:
+    """TorchScript export, then ONNX Runtime's BERT fusions (attention, GELU, skip-LayerNorm), then int8 if asked."""
+    import torch
+    from onnxruntime.transformers import optimizer
+
+    raw, fused = out / "exported.onnx", out / "model.onnx"
+    inputs = list(example)
+    axes = {name: {0: "batch", 1: "sequence"} for name in inputs} | {"sentence_embedding": {0: "batch"}}
+    # The TorchScript exporter, not dynamo: the optimizer's fusion patterns are written against its graphs.
+    with _quiet_exporters(), torch.no_grad():
+        torch.onnx.export(graph, tuple(example.values()), str(raw), input_names=inputs,
+                          output_names=["sentence_embedding"], dynamic_axes=axes, opset_version=17, dynamo=False)
+    config = model[0].auto_model.config
+    with _quiet_exporters():
+        # 0 heads / hidden size lets the optimizer read them from the graph when the config does not say.
+        optimized = optimizer.optimize_model(str(raw), model_type="bert",
+                                             num_heads=int(getattr(config, "num_attention_heads", 0) or 0),
+                                             hidden_size=int(getattr(config, "hidden_size", 0) or 0), opt_level=1)
+        optimized.save_model_to_file(str(fused))
+    raw.unlink()
+    if not quantize:
+        return fused
+    int8 = out / "model_int8.onnx"
+    quantize_onnx(fused, int8)
+    fused.unlink()
+    return int8
+
+
+def _export_openvino(graph: Any, example: dict, tokenizer: Any, max_len: int, out: Path, *, quantize: bool) -> Path:
+    """torch.export, converted by OpenVINO; int8 by NNCF static quantisation calibrated on demo texts."""
+    import torch
+
+    inputs = list(example)
+    batch_dim, seq_dim = torch.export.Dim("batch", min=1, max=4096), torch.export.Dim("seq", min=1, max=max_len)
+    shapes = {name: {0: batch_dim, 1: seq_dim} for name in inputs}
+    with _quiet_exporters(), torch.no_grad():
+        program = torch.export.export(graph, (), kwargs=example, dynamic_shapes=shapes, strict=False)
+    block_openvino_telemetry()
+    import openvino as ov
+
+    ov_model = ov.convert_model(program)
+    if quantize:
+        import nncf
+
+        samples = []
+        for text in calibration_texts():
+            enc = tokenizer([text], truncation=True, max_length=max_len, return_tensors="np")
+            samples.append({name: enc[name].astype(np.int64) for name in inputs})
+        ov_model = nncf.quantize(ov_model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER,
+                                 subset_size=len(samples))
+    graph_file = out / "model.xml"
+    ov.save_model(ov_model, str(graph_file), compress_to_fp16=False)
+    return graph_file
 
 
 @contextlib.contextmanager
