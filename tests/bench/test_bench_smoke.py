@@ -21,6 +21,8 @@ HEADLINES = {
     "embedding": {"torch_eps", "default_backend", "default_eps", "default_speedup", "default_cosine", "backends"},
     "retrieval": {"vectors", "tenants", "pgvector", "milvus", "targets"},
     "purge": {"ratio", "drop_seconds", "delete_seconds"},
+    "freshness": {"default_policy", "events_p50_s", "pgvector_p50_s", "pgvector_p95_s", "milvus_p50_s",
+                  "milvus_p95_s", "default_throughput_eps", "policies"},
 }
 
 
@@ -55,6 +57,15 @@ def test_benchmark_smoke_run_ends_with_its_json_headline(name: str) -> None:
                 assert 0.0 <= per_ef["recall_at_10"] <= 1.0 and per_ef["p50_ms"] <= per_ef["p99_ms"]
     if name == "pipeline":
         assert result["pipeline_eps"] > 0 and result["events"] > 0
+    if name == "freshness":
+        assert len(result["policies"]) >= 2
+        for row in result["policies"]:
+            assert row["events"] > 0 and row["runs"] >= 1 and row["throughput_eps"] > 0, row
+            for store in ("events", "pgvector", "milvus"):
+                spread = row["freshness_s"][store]
+                assert 0 < spread["p50"] <= spread["p95"] <= spread["max"], (row["policy"], store, spread)
+            # A vector is written after its event row, never before.
+            assert row["freshness_s"]["events"]["p50"] <= row["freshness_s"]["pgvector"]["p50"], row
 
 
 def test_report_renders_charts_and_a_summary_from_results(tmp_path: Path) -> None:
