@@ -32,15 +32,20 @@ class Watcher(threading.Thread):
 
     One query per store per poll (an indexed (tenant_id, event_id) lookup in Postgres, an `event_id in [...]`
     filter in each Milvus collection), so the probe's load does not grow with the number of polls per event.
-    Postgres is read through the maintainer (BYPASSRLS) role, the one cross-tenant jobs use; Milvus through
-    MilvusResource with the collection's default consistency, which is what a search sees.
+    Postgres is read through the maintainer (BYPASSRLS) role, the one cross-tenant jobs use. Milvus is read with
+    a client of its own on MilvusResource's URI and collections (the resource's reads are tenant-scoped by design;
+    this lookup by id is across tenants), at the collection's default consistency, which is what a search sees.
     """
 
     def __init__(self, postgres: PostgresResource, milvus: MilvusResource, interval: float):
         super().__init__(name="freshness-watcher", daemon=True)
+        from pymilvus import MilvusClient
+
         self.postgres, self.milvus, self.interval = postgres, milvus, interval
+        self.client = MilvusClient(uri=milvus.uri, token=milvus.token)
         self.produced: dict[str, tuple[str, float]] = {}  # event_id → (tenant_id, produce time)
         self.seen: dict[str, dict[str, float]] = {store: {} for store in STORES}
+        self.requested: dict[str, float] = {}  # event_id → when a sensor tick put it in a run request
         self.polls, self.poll_seconds = 0, 0.0
         self._lock = threading.Lock()
         self._halt = threading.Event()
@@ -57,12 +62,24 @@ class Watcher(threading.Thread):
     def complete(self) -> bool:
         return all(not self.outstanding(store) for store in STORES)
 
+    def mark_requested(self, tenants: set[str], read_after: float, at: float) -> None:
+        """A tick that started reading at `read_after` requested runs for `tenants`: it read every event of
+        theirs produced before then, so those events' batching wait ends at `at`."""
+        with self._lock:
+            for eid, (tenant, produced_at) in self.produced.items():
+                if tenant in tenants and produced_at < read_after:
+                    self.requested.setdefault(eid, at)
+
+    def sensor_waits(self) -> list[float]:
+        return [self.requested[eid] - t for eid, (_, t) in self.produced.items() if eid in self.requested]
+
     def latencies(self, store: str) -> list[float]:
         return [self.seen[store][eid] - t for eid, (_, t) in self.produced.items() if eid in self.seen[store]]
 
     def stop(self) -> None:
         self._halt.set()
         self.join()
+        self.client.close()
 
     def run(self) -> None:
         try:
@@ -105,7 +122,8 @@ class Watcher(threading.Thread):
         # Inline literals work on Milvus Lite (no filter templates) and on a server alike.
         where = render_literals("event_id in {ids}", {"ids": ids})
         for region in self.postgres.region_list():
-            rows = self.milvus._call(region, "query", filter=where, output_fields=["event_id"], limit=len(ids))
+            rows = self.client.query(self.milvus.collection_name(region), filter=where, output_fields=["event_id"],
+                                     limit=len(ids))
             found.update(row["event_id"] for row in rows)
         return found
 
