@@ -33,7 +33,8 @@ class PurgeReport:
 
 def purge_region(postgres: PostgresResource, milvus: MilvusResource, region: str, retention_days: int, *,
                  now: datetime | None = None, dry_run: bool = False, actor: str = "amem") -> PurgeReport:
-    """Drop whole expired daily partitions, row-delete the partial day, delete from Milvus, then verify."""
+    """Row-delete expired vectors day by day; drop whole expired days of events and row-delete the partial day;
+    delete from Milvus; then verify that nothing older is left anywhere."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
     report = PurgeReport(region=region, cutoff=cutoff, dry_run=dry_run)
     labels = {"memory_events": "pg_events", "memory_vectors": "pg_vectors"}
@@ -47,6 +48,11 @@ def purge_region(postgres: PostgresResource, milvus: MilvusResource, region: str
         return report
 
     for table in pg_lifecycle.PURGE_ORDER:
+        if table in pg_lifecycle.ROW_EXPIRED:
+            deleted = _delete_by_day(postgres, region, table, cutoff)
+            report.removed[labels[table]] += deleted
+            report.rows_deleted += deleted
+            continue
         # One short transaction per partition: dropping one locks its parent table exclusively.
         with postgres.owner_transaction() as conn:
             expired = pg_lifecycle.expired_partitions(conn, region, table, cutoff)
@@ -67,6 +73,19 @@ def purge_region(postgres: PostgresResource, milvus: MilvusResource, region: str
             "cutoff": cutoff.isoformat(), "retention_days": retention_days, "removed": report.removed,
             "partitions_dropped": len(report.partitions_dropped), "rows_deleted": report.rows_deleted})
     return report
+
+
+def _delete_by_day(postgres: PostgresResource, region: str, table: str, cutoff: datetime) -> int:
+    """Row-delete everything before `cutoff`, oldest day first, one transaction per day that holds rows: each
+    DELETE is a range on the created_at index, and locks, WAL and a failure stay bounded by one day's rows."""
+    deleted = 0
+    while True:
+        with postgres.maintenance_transaction() as conn:
+            oldest = pg_lifecycle.oldest_before(conn, region, table, cutoff)
+            if oldest is None:
+                return deleted
+            day_end = oldest.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+            deleted += pg_lifecycle.delete_before(conn, region, table, min(day_end, cutoff))
 
 
 def verify_purged(postgres: PostgresResource, milvus: MilvusResource, region: str, cutoff: datetime,

@@ -1,4 +1,4 @@
-"""Lifecycle SQL: expire whole daily partitions or rows past a cutoff, erase one subject, keep ledger and audit."""
+"""Lifecycle SQL: expire daily event partitions and vector rows past a cutoff, erase a subject, ledger and audit."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from amem_dagster.events import MemoryEvent
-from resources.pg_schema import TENANT_TABLES, region_schema
+from resources.pg_schema import DAILY_TABLES, TENANT_TABLES, region_schema
 
 PARTITION_DAY = re.compile(r"_p(\d{8})$")
 # Vectors before events: a purge interrupted half-way never leaves a vector without its event.
 PURGE_ORDER = ("memory_vectors", "memory_events")
 assert set(PURGE_ORDER) == set(TENANT_TABLES)
+# Vectors are hash-partitioned by tenant (every partition holds every age), so they expire by row DELETE; the
+# events, which hold the personal text, by dropping whole days (DAILY_TABLES).
+ROW_EXPIRED = tuple(t for t in PURGE_ORDER if t not in DAILY_TABLES)
 
 
 def subject_hash(tenant_id: str, subject_id: str) -> str:
@@ -55,6 +58,12 @@ def expired_partitions(conn: psycopg.Connection, region: str, table: str, cutoff
 
 def count_before(conn: psycopg.Connection, region: str, table: str, cutoff: datetime) -> int:
     return conn.execute(sql.SQL("SELECT count(*) FROM {s}.{t} WHERE created_at < %s").format(
+        s=sql.Identifier(region_schema(region)), t=sql.Identifier(table)), (cutoff,)).fetchone()[0]
+
+
+def oldest_before(conn: psycopg.Connection, region: str, table: str, cutoff: datetime) -> datetime | None:
+    """The oldest created_at before `cutoff` (a min() over the created_at index), or None."""
+    return conn.execute(sql.SQL("SELECT min(created_at) FROM {s}.{t} WHERE created_at < %s").format(
         s=sql.Identifier(region_schema(region)), t=sql.Identifier(table)), (cutoff,)).fetchone()[0]
 
 

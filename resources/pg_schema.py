@@ -1,4 +1,4 @@
-"""Postgres schema: one schema per region, daily time partitions, row-level security by tenant, Citus when present.
+"""Postgres schema: one schema per region, daily event partitions, tenant-hashed vectors, row-level security, Citus.
 
 Citus rules (DESIGN §5): tenant_id is the distribution column and leads every primary key; no foreign keys
 between distributed tables; `amem.tenants` is a reference table. On plain Postgres the same DDL runs without
@@ -14,14 +14,18 @@ import psycopg
 from psycopg import sql
 
 from amem_dagster.settings import REGION_RE
+from resources import pg_vector_table
 
 APP_ROLE = "amem_app"
 MAINTAINER_ROLE = "amem_maintainer"
 TENANT_SETTING = "amem.tenant_id"
 TENANT_TABLES = ("memory_events", "memory_vectors")
+# Range-partitioned by day, so a purge drops whole days; the vectors are hash-partitioned (pg_vector_table).
+DAILY_TABLES = ("memory_events",)
 PARTITION_DAYS_AHEAD = 7
 # Bump when the DDL below changes; a database at another version is migrated on next start.
-SCHEMA_VERSION = 3
+# 4: memory_vectors hash-partitioned by tenant with a halfvec HNSW index (migrated from 3's daily ranges).
+SCHEMA_VERSION = 4
 
 
 def region_schema(region: str) -> str:
@@ -148,17 +152,19 @@ def _ensure_lifecycle(conn: psycopg.Connection, citus: bool) -> None:
 
 def _protect(conn: psycopg.Connection, schema: sql.Identifier, table: sql.Identifier) -> None:
     """Grant the app role row access under a tenant policy (forced on the owner too); the maintainer bypasses."""
-    fmt = {"s": schema, "t": table, "app": sql.Identifier(APP_ROLE), "mnt": sql.Identifier(MAINTAINER_ROLE),
-           "setting": sql.Literal(TENANT_SETTING)}
+    fmt = {"s": schema, "t": table, "app": sql.Identifier(APP_ROLE), "mnt": sql.Identifier(MAINTAINER_ROLE)}
     conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {s}.{t} TO {app}").format(**fmt))
     conn.execute(sql.SQL("GRANT ALL ON {s}.{t} TO {mnt}").format(**fmt))
     conn.execute(sql.SQL("ALTER TABLE {s}.{t} ENABLE ROW LEVEL SECURITY").format(**fmt))
     conn.execute(sql.SQL("ALTER TABLE {s}.{t} FORCE ROW LEVEL SECURITY").format(**fmt))
     conn.execute(sql.SQL("DROP POLICY IF EXISTS tenant_isolation ON {s}.{t}").format(**fmt))
-    conn.execute(sql.SQL(
-        "CREATE POLICY tenant_isolation ON {s}.{t}"
-        " USING (tenant_id = current_setting({setting}, true))"
-        " WITH CHECK (tenant_id = current_setting({setting}, true))").format(**fmt))
+    conn.execute(sql.SQL("CREATE POLICY tenant_isolation ON {s}.{t} ").format(**fmt) + tenant_policy())
+
+
+def tenant_policy() -> sql.Composable:
+    """The body of every tenant_isolation policy: rows of the transaction's tenant only, read and written."""
+    return sql.SQL("USING (tenant_id = current_setting({s}, true))"
+                   " WITH CHECK (tenant_id = current_setting({s}, true))").format(s=sql.Literal(TENANT_SETTING))
 
 
 def _ensure_region(conn: psycopg.Connection, region: str, dim: int, citus: bool, m: int, ef: int) -> None:
@@ -186,25 +192,7 @@ def _ensure_region(conn: psycopg.Connection, region: str, dim: int, citus: bool,
     conn.execute(sql.SQL(
         "CREATE INDEX IF NOT EXISTS memory_events_subject ON {s}.memory_events (tenant_id, subject_id)"
         " WHERE subject_id IS NOT NULL").format(**fmt))
-    conn.execute(sql.SQL(
-        """CREATE TABLE IF NOT EXISTS {s}.memory_vectors (
-             tenant_id text NOT NULL,
-             event_id uuid NOT NULL,
-             created_at timestamptz NOT NULL,
-             region text NOT NULL CHECK (region = {region}),
-             subject_id text,
-             model text NOT NULL,
-             embedding vector({dim}) NOT NULL,
-             embedded_at timestamptz NOT NULL DEFAULT now(),
-             PRIMARY KEY (tenant_id, event_id, created_at)
-           ) PARTITION BY RANGE (created_at)""").format(**fmt))
-    conn.execute(sql.SQL(
-        "CREATE INDEX IF NOT EXISTS memory_vectors_hnsw ON {s}.memory_vectors"
-        " USING hnsw (embedding vector_cosine_ops) WITH (m = {m}, ef_construction = {ef})").format(
-            m=sql.Literal(m), ef=sql.Literal(ef), **fmt))
-    conn.execute(sql.SQL(
-        "CREATE INDEX IF NOT EXISTS memory_vectors_subject ON {s}.memory_vectors (tenant_id, subject_id)"
-        " WHERE subject_id IS NOT NULL").format(**fmt))
+    pg_vector_table.ensure_vectors(conn, region_schema(region), region, dim, m=m, ef=ef, policy=tenant_policy())
     if citus:
         qualified = f"{region_schema(region)}.memory_events"
         _citus_once(conn, f"SELECT create_distributed_table('{qualified}', 'tenant_id')", qualified)
@@ -235,12 +223,12 @@ def missing_partitions(conn: psycopg.Connection, region: str, days: Iterable[dat
     existing = {row[0] for row in conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
         " JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace"
-        " WHERE n.nspname = %s AND p.relname = ANY(%s)", (region_schema(region), list(TENANT_TABLES)))}
-    return [(t, d) for t in TENANT_TABLES for d in wanted if partition_name(t, d) not in existing]
+        " WHERE n.nspname = %s AND p.relname = ANY(%s)", (region_schema(region), list(DAILY_TABLES)))}
+    return [(t, d) for t in DAILY_TABLES for d in wanted if partition_name(t, d) not in existing]
 
 
 def ensure_partitions(conn: psycopg.Connection, region: str, days: Iterable[date]) -> list[str]:
-    """Create the daily partitions of both tenant tables for `days` if missing; returns the names created."""
+    """Create the daily partitions of the events table for `days` if missing; returns the names created."""
     schema = region_schema(region)
     missing = missing_partitions(conn, region, days)
     if missing:

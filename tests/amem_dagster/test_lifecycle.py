@@ -11,7 +11,7 @@ from amem_dagster.erasure import erase_subject
 from amem_dagster.events import MemoryEvent
 from amem_dagster.retention import purge_region
 from assets.memory_writes import store_events
-from resources import pg_lifecycle, pg_memory
+from resources import pg_lifecycle, pg_memory, pg_vector_table
 from resources.kafka import KafkaResource, read_from
 from resources.milvus import MilvusResource
 from resources.postgres import PostgresResource
@@ -73,7 +73,11 @@ def test_purge_keeps_exactly_each_regions_window(stores):
     for region, window in WINDOWS.items():
         assert _counts(stores, tenant, region) == (expected[region],) * 3
         assert _counts(stores, tenant, region, before=NOW - timedelta(days=window)) == (0, 0, 0)
-        assert reports[region].partitions_dropped, "whole expired days go by partition drop"
+        assert reports[region].partitions_dropped, "whole expired days of events go by partition drop"
+        assert all(p.startswith("memory_events_p") for p in reports[region].partitions_dropped)
+        # Vectors are hash-partitioned by tenant: every expired one goes by row DELETE, the partitions stay.
+        assert reports[region].removed["pg_vectors"] == 400 - expected[region]
+        assert reports[region].rows_deleted >= 400 - expected[region]
         assert reports[region].removed["pg_events"] >= 400 - expected[region]
         assert reports[region].removed == {k: v for k, v in dry[region].removed.items()}
     with postgres.maintenance_transaction() as conn:
@@ -83,6 +87,16 @@ def test_purge_keeps_exactly_each_regions_window(stores):
 
     again = {r: purge_region(postgres, milvus, r, w, now=NOW) for r, w in WINDOWS.items()}
     assert all(report.total == 0 for report in again.values()), "a second purge removes nothing"
+    with postgres.maintenance_transaction() as conn:
+        for region in WINDOWS:
+            assert pg_vector_table.partitioned_by(conn, f"amem_{region}", "memory_vectors") == "h"
+            assert conn.execute("SELECT count(*) FROM pg_inherits WHERE inhparent = %s::regclass",
+                                (f"amem_{region}.memory_vectors",)).fetchone()[0] == pg_vector_table.VECTOR_PARTITIONS
+    with postgres.tenant_transaction(tenant) as conn:
+        kept = [e for e in events if e.region == "eu" and e.created_at >= NOW - timedelta(days=WINDOWS["eu"])]
+        probe = np.random.default_rng(1).normal(size=(len(events), 384)).astype(np.float32)[events.index(kept[0])]
+        hits = pg_memory.search(conn, tenant, "eu", probe, k=1)
+    assert hits[0].event_id == kept[0].event_id, "the retained vectors are still searchable"
 
 
 def test_erasure_removes_one_subject_everywhere_and_replay_does_not_resurrect(stores):

@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from amem_dagster.events import MemoryEvent
 from resources import pg_lifecycle, pg_memory
 from resources.pg_schema import APP_ROLE, TENANT_SETTING, region_schema
+from resources.pg_vector_table import VECTOR_PARTITIONS, vector_partition_name
 from resources.postgres import PostgresResource
 from resources.records import VectorRow
 
@@ -149,12 +150,45 @@ def test_the_app_role_without_a_valid_tenant_sees_and_changes_nothing(pg, two_te
         assert _count(conn, table, a, b) == 2
 
 
+def _partitions(region: str) -> list[str]:
+    """Today's events partition and every hash partition of the vectors."""
+    return [f"memory_events_p{NOW:%Y%m%d}",
+            *(vector_partition_name(r) for r in range(VECTOR_PARTITIONS))]
+
+
 @pytest.mark.parametrize("region", REGIONS)
 def test_the_app_role_cannot_bypass_policies_through_a_partition(pg, two_tenants, region):
-    for table in ("memory_events", "memory_vectors"):
+    for partition in _partitions(region):
         with pytest.raises(psycopg.errors.InsufficientPrivilege), pg.tenant_transaction(two_tenants[0]) as conn:
             conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
-                sql.Identifier(region_schema(region)), sql.Identifier(f"{table}_p{NOW:%Y%m%d}")))
+                sql.Identifier(region_schema(region)), sql.Identifier(partition)))
+
+
+@pytest.mark.parametrize("region", REGIONS)
+def test_vector_partitions_force_the_tenant_policy_even_if_granted(pg, two_tenants, region):
+    a, b = two_tenants
+    schema = region_schema(region)
+    with pg.maintenance_transaction() as conn:
+        flags = conn.execute(
+            "SELECT c.relname, c.relrowsecurity AND c.relforcerowsecurity, count(p.polname) FROM pg_class c"
+            " LEFT JOIN pg_policy p ON p.polrelid = c.oid WHERE c.relnamespace = %s::regnamespace"
+            " AND c.relkind = 'r' AND c.relname LIKE 'memory\\_vectors\\_h%%' GROUP BY 1, 2", (schema,)).fetchall()
+    assert sorted(flags) == [(vector_partition_name(r), True, 1) for r in range(VECTOR_PARTITIONS)]
+    # A stray grant on a partition still shows a scoped app role only its own tenant's rows.
+    with pg.owner_transaction() as conn:
+        for partition in _partitions(region)[1:]:
+            conn.execute(sql.SQL("GRANT SELECT ON {}.{} TO {}").format(
+                sql.Identifier(schema), sql.Identifier(partition), sql.Identifier(APP_ROLE)))
+        with conn.transaction():
+            conn.execute(f"SET LOCAL ROLE {APP_ROLE}")
+            conn.execute("SELECT set_config(%s, %s, true)", (TENANT_SETTING, a))
+            seen = {row[0] for partition in _partitions(region)[1:] for row in conn.execute(
+                sql.SQL("SELECT tenant_id FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(partition)))}
+        conn.execute("RESET ROLE")
+        for partition in _partitions(region)[1:]:
+            conn.execute(sql.SQL("REVOKE SELECT ON {}.{} FROM {}").format(
+                sql.Identifier(schema), sql.Identifier(partition), sql.Identifier(APP_ROLE)))
+    assert seen == {a}
 
 
 def test_the_scope_ends_with_the_transaction_on_a_reused_connection(service_env, two_tenants):
