@@ -1,13 +1,20 @@
-"""Milvus vector store: one collection per region, tenant-scoped upsert, search, count and delete."""
+"""Milvus vector store: a collection per region, tenant-scoped upsert/search/count/delete (layouts: milvus_layout).
+
+On Milvus Lite each tenant has its own partition and every read names it, besides the tenant filter (which stays
+the security boundary); a Milvus server keeps the tenant_id partition key. A Lite collection made by an earlier
+version (partition key, so every search scans all tenants) is re-created with partitions if empty; otherwise
+it keeps working as it is, slowly, with a warning, until `MilvusResource.relayout(region)` rebuilds it.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
@@ -15,21 +22,23 @@ import numpy as np
 
 from amem_dagster.events import require_tenant_id
 from amem_dagster.observability import metrics
-from amem_dagster.settings import REGION_RE
+from resources import milvus_layout as layout
+from resources.milvus_filter import epoch_ms, render_literals, require_region, tenant_filter
 from resources.records import SearchHit, VectorRow
 
-UPSERT_BATCH = 1000
-MAX_EVENT_ID = 128
-# VARCHAR max_length counts UTF-8 bytes; a subject id is up to 256 characters of up to 4 bytes each.
-MAX_SUBJECT_BYTES = 1024
+__all__ = ["MilvusResource", "epoch_ms", "render_literals", "require_region", "tenant_filter"]
+
+WRITE_BATCH = 1000
 PREFIX_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
 COLLECTION_NOT_FOUND, COLLECTION_NOT_LOADED = 100, 101
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 # (pid, uri, token) -> (MilvusClient, whether its server binds filter templates; Milvus Lite does not)
 _connections: dict[tuple[int, str, str], tuple[Any, bool]] = {}
-_ensured: set[tuple[str, str]] = set()
+# (uri, collection) -> its layout, and the tenant partitions known to exist in it
+_ensured: dict[tuple[str, str], str] = {}
+_partitions: dict[tuple[str, str], set[str]] = defaultdict(set)
 
 
 def _connection(uri: str, token: str) -> tuple[Any, bool]:
@@ -42,74 +51,6 @@ def _connection(uri: str, token: str) -> tuple[Any, bool]:
             client = MilvusClient(uri=uri, token=token)
             _connections[key] = (client, not client.get_server_version().startswith("milvus_lite"))
         return _connections[key]
-
-
-def require_region(region: object) -> str:
-    if not isinstance(region, str) or not REGION_RE.match(region):
-        raise ValueError(f"region {region!r} is not a valid region name ({REGION_RE.pattern})")
-    return region
-
-
-def epoch_ms(value: datetime) -> int:
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise ValueError("times sent to Milvus must be datetimes with a UTC offset")
-    return (value - EPOCH) // timedelta(milliseconds=1)
-
-
-_CLAUSES = {
-    "event_ids": "event_id in {event_ids}",
-    "subject_id": "subject_id == {subject_id}",
-    "created_before": "created_at < {created_before}",
-}
-
-
-def tenant_filter(tenant_id: str, region: str, **conditions: Any) -> tuple[str, dict[str, Any]]:
-    """The one place filters are built: a template with {placeholders} and the values bound to them."""
-    clauses = ["tenant_id == {tenant_id}", "region == {region}"]
-    params: dict[str, Any] = {"tenant_id": require_tenant_id(tenant_id), "region": require_region(region)}
-    for name, value in conditions.items():
-        if name not in _CLAUSES:
-            raise TypeError(f"unknown filter condition {name!r}")
-        if value is not None:
-            clauses.append(_CLAUSES[name])
-            params[name] = _condition_value(name, value)
-    return " and ".join(clauses), params
-
-
-def _condition_value(name: str, value: Any) -> Any:
-    if name == "created_before":
-        return epoch_ms(value)
-    if name == "subject_id" and isinstance(value, str):
-        return _utf8(name, value)
-    if name == "event_ids" and not isinstance(value, str) and all(isinstance(v, str) for v in value):
-        return [_utf8(name, v) for v in value]
-    raise TypeError(f"{name} must be {'a string' if name == 'subject_id' else 'a sequence of strings'}")
-
-
-def _utf8(name: str, value: str) -> str:
-    # A lone surrogate (invalid UTF-8 from a CLI argument) would fail inside pymilvus with no useful message.
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{name} is not valid UTF-8") from None
-    return value
-
-
-def render_literals(expr: str, params: dict[str, Any]) -> str:
-    """Inline bound values as escaped literals, for servers that reject templates (Milvus Lite 3.2)."""
-    return expr.format_map({name: _literal(value) for name, value in params.items()})
-
-
-def _literal(value: Any) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        # Inside a double-quoted literal only these four characters are special to the Lite tokenizer.
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-        return f'"{escaped}"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_literal(item) for item in value) + "]"
-    raise TypeError(f"cannot use a {type(value).__name__} in a filter")
 
 
 class MilvusResource(dg.ConfigurableResource):
@@ -128,54 +69,94 @@ class MilvusResource(dg.ConfigurableResource):
         return f"{self.collection_prefix}_{require_region(region)}"
 
     def ensure_collection(self, region: str) -> str:
-        name = self.collection_name(region)
-        if (self.uri, name) in _ensured:
-            return name
-        from pymilvus import DataType
+        return self._collection(region)[0]
+
+    def _collection(self, region: str) -> tuple[str, str]:
+        """The region's collection (created, loaded) and its layout."""
         from pymilvus.exceptions import MilvusException
 
-        client, _ = _connection(self.uri, self.token)
+        name = self.collection_name(region)
+        if (self.uri, name) in _ensured:
+            return name, _ensured[(self.uri, name)]
+        client, templating = _connection(self.uri, self.token)
+        wanted = layout.PARTITION_KEY if templating else layout.TENANT_PARTITIONS
+        if not templating:
+            layout.recover(client, name)
         if not client.has_collection(name):
-            schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("pk", DataType.VARCHAR, is_primary=True, max_length=64 + 1 + MAX_EVENT_ID)
-            schema.add_field("tenant_id", DataType.VARCHAR, max_length=64, is_partition_key=True)
-            schema.add_field("event_id", DataType.VARCHAR, max_length=MAX_EVENT_ID)
-            schema.add_field("region", DataType.VARCHAR, max_length=16)
-            schema.add_field("created_at", DataType.INT64)
-            schema.add_field("subject_id", DataType.VARCHAR, max_length=MAX_SUBJECT_BYTES)
-            schema.add_field("model", DataType.VARCHAR, max_length=256)
-            schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=self.dim)
-            index = client.prepare_index_params()
-            index.add_index("embedding", index_type="HNSW", metric_type="COSINE",
-                            params={"M": self.hnsw_m, "efConstruction": self.hnsw_ef_construction})
             try:
-                client.create_collection(name, schema=schema, index_params=index)
+                self._create(client, name, wanted)
             except MilvusException:
                 if not client.has_collection(name):  # otherwise another process created it first
                     raise
-        field = next(f for f in client.describe_collection(name)["fields"] if f["name"] == "embedding")
+        description = client.describe_collection(name)
+        field = next(f for f in description["fields"] if f["name"] == "embedding")
         if int(field["params"]["dim"]) != self.dim:
             raise ValueError(f"collection {name} stores {field['params']['dim']}-d vectors, not {self.dim}-d")
+        found = layout.layout_of(description)
         client.load_collection(name)
-        _ensured.add((self.uri, name))
-        return name
+        if found != wanted and not templating:
+            found = self._outdated(client, name, region, found)
+        if found == layout.TENANT_PARTITIONS:
+            _partitions[(self.uri, name)].update(client.list_partitions(name))
+        _ensured[(self.uri, name)] = found
+        return name, found
+
+    def _create(self, client: Any, name: str, kind: str) -> None:
+        layout.create(client, name, dim=self.dim, layout=kind, m=self.hnsw_m, ef_construction=self.hnsw_ef_construction)
+
+    def _outdated(self, client: Any, name: str, region: str, found: str) -> str:
+        rows = int(client.query(name, output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"])
+        if rows == 0:  # nothing to lose: re-create it with the layout searches need
+            client.drop_collection(name)
+            self._create(client, name, layout.TENANT_PARTITIONS)
+            client.load_collection(name)
+            return layout.TENANT_PARTITIONS
+        log.warning("Milvus collection %s (%d rows) has the %s layout, so every search scans all tenants; "
+                    "run MilvusResource.relayout(%r) with no other writer to rebuild it with a partition per "
+                    "tenant", name, rows, found, region)
+        return found
+
+    def relayout(self, region: str) -> int:
+        """Rebuild a Milvus Lite collection of an earlier version with a partition per tenant; rows copied."""
+        name, found = self._collection(region)
+        client, templating = _connection(self.uri, self.token)
+        if templating or found == layout.TENANT_PARTITIONS:
+            return 0
+        _ensured.pop((self.uri, name), None)
+        _partitions.pop((self.uri, name), None)
+        copied = layout.relayout(client, name, dim=self.dim, m=self.hnsw_m, ef_construction=self.hnsw_ef_construction)
+        self._collection(region)
+        return copied
 
     def upsert(self, rows: Sequence[VectorRow], *, flush: bool = True) -> int:
         """Write rows by pk; with flush=False the caller flushes once at the end (Milvus rate-limits flush)."""
-        by_region: dict[str, dict[str, dict]] = defaultdict(dict)
+        by_region: dict[str, dict[str, dict[str, dict]]] = defaultdict(lambda: defaultdict(dict))
         for row in rows:
             entity = self._entity(row)
-            by_region[row.region][entity["pk"]] = entity  # the last row for a key wins, as in one upsert
+            by_region[row.region][entity["tenant_id"]][entity["pk"]] = entity  # the last row for a key wins
         with metrics.timed(metrics.STORE_WRITE_SECONDS, metrics.MILVUS):
-            for region, entities in by_region.items():
-                batch = list(entities.values())
-                for start in range(0, len(batch), UPSERT_BATCH):
-                    self._call(region, "upsert", data=batch[start:start + UPSERT_BATCH])
+            for region, tenants in by_region.items():
+                self._write(region, tenants)
             if flush:
                 self.flush(by_region)
-        written = sum(len(entities) for entities in by_region.values())
+        written = sum(len(entities) for tenants in by_region.values() for entities in tenants.values())
         metrics.wrote(metrics.MILVUS, written)
         return written
+
+    def _write(self, region: str, tenants: dict[str, dict[str, dict]]) -> None:
+        name, found = self._collection(region)
+        client, templating = _connection(self.uri, self.token)
+        # Lite resolves a primary key to its newest row on every read, so a whole-row insert replaces the old row
+        # there, without upsert's per-row lookup of the old row in every segment; a server needs upsert.
+        method = "upsert" if templating else "insert"
+        if found == layout.PARTITION_KEY:
+            batches = [("", [e for entities in tenants.values() for e in entities.values()])]
+        else:
+            batches = [(layout.tenant_partition(t), list(entities.values())) for t, entities in tenants.items()]
+            layout.ensure_partitions(client, name, {p for p, _ in batches}, _partitions[(self.uri, name)])
+        for partition, batch in batches:
+            for start in range(0, len(batch), WRITE_BATCH):
+                self._call(region, method, data=batch[start:start + WRITE_BATCH], partition_name=partition)
 
     def flush(self, regions: Iterable[str]) -> None:
         for region in regions:
@@ -212,6 +193,7 @@ class MilvusResource(dg.ConfigurableResource):
                             created_before=created_before)
         if event_ids is not None and not event_ids:
             return 0
+        where.pop("partition_names", None)  # Lite's delete scans the whole collection whatever partition is named
         result = self._call(region, "delete", **where)
         deleted = int(result.get("delete_count", 0)) if isinstance(result, dict) else len(result)
         if deleted:
@@ -229,16 +211,21 @@ class MilvusResource(dg.ConfigurableResource):
         except MilvusException as exc:
             if exc.code not in (COLLECTION_NOT_LOADED, COLLECTION_NOT_FOUND):
                 raise
-        _ensured.discard((self.uri, name))
+        _ensured.pop((self.uri, name), None)
+        _partitions.pop((self.uri, name), None)
         self.ensure_collection(region)
         return getattr(client, method)(name, **kwargs)
 
     def _where(self, tenant_id: str, region: str, **conditions: Any) -> dict[str, Any]:
+        """Filter (and, on a tenant-partition collection, the tenant's partition) for one tenant's rows."""
         expr, params = tenant_filter(tenant_id, region, **conditions)
         _, templating = _connection(self.uri, self.token)
-        if templating:
-            return {"filter": expr, "filter_params": params}
-        return {"filter": render_literals(expr, params)}
+        where: dict[str, Any] = {"filter": expr, "filter_params": params} if templating else {
+            "filter": render_literals(expr, params)}
+        if self._collection(region)[1] == layout.TENANT_PARTITIONS:
+            # A partition only narrows the scan; the tenant filter above still decides which rows match.
+            where["partition_names"] = [layout.tenant_partition(tenant_id)]
+        return where
 
     def _vector(self, value: Sequence[float] | np.ndarray) -> list[float]:
         array = np.asarray(value, dtype=np.float32).reshape(-1)
@@ -249,11 +236,11 @@ class MilvusResource(dg.ConfigurableResource):
     def _entity(self, row: VectorRow) -> dict[str, Any]:
         tenant_id = require_tenant_id(row.tenant_id)
         require_region(row.region)
-        if not row.event_id or len(row.event_id) > MAX_EVENT_ID:
-            raise ValueError(f"event_id must be 1 to {MAX_EVENT_ID} characters")
+        if not row.event_id or len(row.event_id) > layout.MAX_EVENT_ID:
+            raise ValueError(f"event_id must be 1 to {layout.MAX_EVENT_ID} characters")
         subject_id = row.subject_id or ""
-        if len(subject_id.encode("utf-8")) > MAX_SUBJECT_BYTES:
-            raise ValueError(f"subject_id is longer than {MAX_SUBJECT_BYTES} UTF-8 bytes")
+        if len(subject_id.encode("utf-8")) > layout.MAX_SUBJECT_BYTES:
+            raise ValueError(f"subject_id is longer than {layout.MAX_SUBJECT_BYTES} UTF-8 bytes")
         return {
             "pk": f"{tenant_id}/{row.event_id}", "tenant_id": tenant_id, "event_id": row.event_id,
             "region": row.region, "created_at": epoch_ms(row.created_at), "subject_id": subject_id,

@@ -4,11 +4,13 @@ Every search, query (count) and delete goes through `tenant_filter`; Milvus Lite
 `render_literals` inlines the values as escaped literals. Hypothesis throws injection attempts, quotes,
 backslashes, newlines, control characters, braces, over-long and non-string values at tenant ids, subject ids
 and event ids: each call either works on its own tenant's rows only or fails with a validation error before
-Milvus is asked, and tenant B's rows never change.
+Milvus is asked, and tenant B's rows never change. On Milvus Lite each tenant's rows also sit in a partition of
+their own that reads name: partition names must never collide, and a partition must hold one tenant only.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -16,11 +18,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from amem_dagster.errors import EventRejected
 from amem_dagster.events import TENANT_ID_RE
 from resources.milvus import MilvusResource
+from resources.milvus_layout import tenant_partition
 from resources.records import VectorRow
 
 pytestmark = pytest.mark.integration
@@ -140,3 +144,21 @@ def test_invalid_utf8_in_a_filter_value_is_a_clean_error(world, value):
             world["milvus"].count(world["a"], "eu", subject_id=value)
     finally:
         _unchanged(world)
+
+
+@FUZZ
+@given(first=st.from_regex(TENANT_ID_RE, fullmatch=True), second=st.from_regex(TENANT_ID_RE, fullmatch=True))
+def test_tenant_partition_names_never_collide(first, second):
+    names = tenant_partition(first), tenant_partition(second)
+    assert (names[0] == names[1]) == (first == second)
+    assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", name) for name in names)
+
+
+def test_each_partition_holds_its_own_tenant_only(world):
+    milvus, rows = world["milvus"], world["rows"]
+    client, name = MilvusClient(uri=milvus.uri), milvus.ensure_collection("eu")
+    for tenant in (world["a"], world["b"]):
+        found = client.query(name, filter="", partition_names=[tenant_partition(tenant)],
+                             output_fields=["tenant_id", "event_id"], limit=1000, consistency_level="Strong")
+        assert {r["tenant_id"] for r in found} == {tenant}
+        assert {r["event_id"] for r in found} == {r.event_id for r in rows[tenant]}

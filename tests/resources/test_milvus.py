@@ -1,14 +1,18 @@
-"""MilvusResource against the embedded Milvus Lite server: idempotence, tenant isolation, deletion, safe filters."""
+"""MilvusResource against the embedded Milvus Lite server: idempotence, isolation, deletion, filters, layouts."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
+from pymilvus import MilvusClient
+
 from amem_dagster.errors import EventRejected
+from resources import milvus_layout as layout
 from resources.milvus import MilvusResource, render_literals, tenant_filter
 from resources.records import VectorRow
 
@@ -50,6 +54,11 @@ def test_upsert_is_idempotent(milvus: MilvusResource) -> None:
     assert milvus.upsert(rows) == 5
     assert milvus.upsert(rows) == 5
     assert milvus.count(t, "eu") == 5
+    moved = row(t, rows[0].event_id)  # the same key with a new vector replaces the old row
+    milvus.upsert([moved])
+    hits = milvus.search(t, "eu", moved.embedding, k=10)
+    assert [h.event_id for h in hits].count(moved.event_id) == 1 and len(hits) == 5
+    assert hits[0].event_id == moved.event_id and hits[0].score == pytest.approx(1.0, abs=1e-4)
 
 
 def test_deferred_flush(milvus: MilvusResource) -> None:
@@ -150,6 +159,72 @@ def test_invalid_tenant_id_raises(milvus: MilvusResource, bad: object) -> None:
 def test_invalid_region_raises(milvus: MilvusResource) -> None:
     with pytest.raises(ValueError):
         milvus.count(tenant(), 'eu" or "1')
+
+
+def test_each_tenant_has_its_own_partition_and_reads_name_it(milvus: MilvusResource) -> None:
+    a, b = tenant(), tenant()
+    milvus.upsert([row(a), row(a), row(b)])
+    name, client = milvus.ensure_collection("eu"), MilvusClient(uri=milvus.uri)
+    assert layout.layout_of(client.describe_collection(name)) == layout.TENANT_PARTITIONS
+    for t, n in ((a, 2), (b, 1)):
+        rows = client.query(name, filter="", partition_names=[layout.tenant_partition(t)],
+                             output_fields=["tenant_id"], limit=100)
+        assert [r["tenant_id"] for r in rows] == [t] * n
+    assert milvus._where(a, "eu")["partition_names"] == [layout.tenant_partition(a)]
+    assert milvus.search(tenant(), "eu", vec()) == [] and milvus.count(tenant(), "eu") == 0  # no partition
+
+
+def _old_layout(service_env: dict[str, str]) -> tuple[MilvusResource, MilvusClient, str]:
+    """A collection as earlier versions made it on Milvus Lite: tenant_id is a partition key."""
+    milvus = MilvusResource(uri=service_env["AMEM_MILVUS_URI"], collection_prefix=f"old_{uuid.uuid4().hex[:8]}")
+    client, name = MilvusClient(uri=milvus.uri), milvus.collection_name("eu")
+    layout.create(client, name, dim=DIM, layout=layout.PARTITION_KEY, m=16, ef_construction=64)
+    return milvus, client, name
+
+
+def test_an_empty_collection_of_the_old_layout_is_recreated(service_env: dict[str, str]) -> None:
+    milvus, client, name = _old_layout(service_env)
+    t = tenant()
+    milvus.upsert([row(t)])
+    assert layout.layout_of(client.describe_collection(name)) == layout.TENANT_PARTITIONS
+    assert milvus.count(t, "eu") == 1
+
+
+def test_a_filled_collection_of_the_old_layout_works_until_relayout(service_env, caplog) -> None:
+    milvus, client, name = _old_layout(service_env)
+    a, b = tenant(), tenant()
+    a_rows, b_row = [row(a) for _ in range(30)], row(b)
+    client.insert(name, [milvus._entity(r) for r in [*a_rows, b_row]])
+    client.flush(name)
+    with caplog.at_level(logging.WARNING, logger="resources.milvus"):
+        assert milvus.count(a, "eu") == 30
+    assert "relayout('eu')" in caplog.text
+    assert layout.layout_of(client.describe_collection(name)) == layout.PARTITION_KEY
+    assert "partition_names" not in milvus._where(a, "eu")
+    late = row(a)
+    milvus.upsert([late])  # writes keep working in the old layout
+    assert {h.event_id for h in milvus.search(a, "eu", b_row.embedding, k=50)} == {r.event_id for r in [*a_rows, late]}
+    stale = name + layout.RELAYOUT_SUFFIX  # a partial copy left by an interrupted relayout
+    layout.create(client, stale, dim=DIM, layout=layout.TENANT_PARTITIONS, m=16, ef_construction=64)
+    assert milvus.relayout("eu") == 32
+    assert layout.layout_of(client.describe_collection(name)) == layout.TENANT_PARTITIONS
+    assert not client.has_collection(stale)
+    assert milvus.count(a, "eu") == 31 and milvus.count(b, "eu") == 1
+    [hit, *_] = milvus.search(a, "eu", a_rows[3].embedding, k=50)
+    assert hit.event_id == a_rows[3].event_id and hit.score == pytest.approx(1.0, abs=1e-4)
+    assert milvus.relayout("eu") == 0
+
+
+def test_a_relayout_stopped_after_dropping_the_original_is_finished(service_env: dict[str, str]) -> None:
+    milvus = MilvusResource(uri=service_env["AMEM_MILVUS_URI"], collection_prefix=f"cut_{uuid.uuid4().hex[:8]}")
+    client, name = MilvusClient(uri=milvus.uri), milvus.collection_name("eu")
+    copy, t = name + layout.RELAYOUT_SUFFIX, tenant()
+    layout.create(client, copy, dim=DIM, layout=layout.TENANT_PARTITIONS, m=16, ef_construction=64)
+    client.create_partition(copy, layout.tenant_partition(t))
+    client.insert(copy, [milvus._entity(row(t))], partition_name=layout.tenant_partition(t))
+    client.flush(copy)
+    assert milvus.count(t, "eu") == 1
+    assert not client.has_collection(copy)
 
 
 def test_search_reloads_a_released_collection(milvus: MilvusResource) -> None:
