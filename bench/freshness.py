@@ -51,7 +51,7 @@ class LocalDaemon:
         """Run until everything produced is in every store and no run is queued or running."""
         sensor = defs.resolve_sensor_def(SENSOR_NAME)
         self.sensor_interval = sensor.minimum_interval_seconds
-        queue, running, run_seconds, waits, ticks = deque(), [], [], [], 0
+        queue, running, run_seconds, waits, tick_seconds = deque(), [], [], [], []
         start = time.perf_counter()
         next_tick = start
         # The run queue daemon loops independently of the sensor: half an interval is their mean phase offset.
@@ -61,11 +61,11 @@ class LocalDaemon:
             if now >= next_tick:
                 next_tick = max(next_tick + sensor.minimum_interval_seconds, now)
                 requests = self._tick(sensor, defs)
+                tick_seconds.append(time.perf_counter() - now)
                 watcher.mark_requested({o["tenant_id"] for r in requests
                                         for o in r.run_config["ops"]["memory_events"]["config"]["offsets"]},
                                        now, time.perf_counter())
                 queue.extend((request, now) for request in requests)
-                ticks += 1
             if now >= next_dequeue:
                 next_dequeue += self.dequeue_seconds
                 while queue and len(running) < self.max_runs:
@@ -86,7 +86,8 @@ class LocalDaemon:
             if now - start > timeout:
                 raise SystemExit(f"not every event became searchable within {timeout:.0f}s")
             time.sleep(0.05)
-        return {"ticks": ticks, "runs": len(run_seconds),
+        return {"ticks": len(tick_seconds), "tick_seconds_mean": round(sum(tick_seconds) / len(tick_seconds), 2),
+                "tick_seconds_max": round(max(tick_seconds), 2), "runs": len(run_seconds),
                 "run_seconds_mean": round(sum(run_seconds) / len(run_seconds), 2) if run_seconds else 0.0,
                 "queue_wait_mean_s": round(sum(waits) / len(waits), 2) if waits else 0.0}
 
@@ -154,7 +155,10 @@ def measure(args, policy: BatchPolicy, index: int, daemon: LocalDaemon, settings
             "freshness_s": {store: spread(watcher.latencies(store)) for store in STORES},
             # Produce → the tick that requested its run: the part of freshness the batching thresholds decide.
             "sensor_wait_s": spread(watcher.sensor_waits()),
-            "polls": watcher.polls, "poll_ms_mean": round(1000 * watcher.poll_seconds / max(watcher.polls, 1), 1)}
+            "polls": watcher.polls,
+            "poll_period_ms": round(1000 * (watcher.stopped - watcher.began) / max(watcher.polls, 1)),
+            "poll_ms_mean": {store: round(1000 * t / max(watcher.polls, 1), 1)
+                             for store, t in watcher.poll_seconds.items()}}
 
 
 def main() -> None:

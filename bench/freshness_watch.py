@@ -46,7 +46,8 @@ class Watcher(threading.Thread):
         self.produced: dict[str, tuple[str, float]] = {}  # event_id → (tenant_id, produce time)
         self.seen: dict[str, dict[str, float]] = {store: {} for store in STORES}
         self.requested: dict[str, float] = {}  # event_id → when a sensor tick put it in a run request
-        self.polls, self.poll_seconds = 0, 0.0
+        self.polls, self.poll_seconds = 0, {store: 0.0 for store in STORES}
+        self.began = self.stopped = 0.0
         self._lock = threading.Lock()
         self._halt = threading.Event()
         self.error: BaseException | None = None
@@ -78,28 +79,33 @@ class Watcher(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
+        # The client stays open: pymilvus shares one channel per address, and closing it would close that too.
         self.join()
-        self.client.close()
 
     def run(self) -> None:
+        self.began = time.perf_counter()
         try:
             while not self._halt.is_set():
                 started = time.perf_counter()
                 self.poll()
                 self.polls += 1
-                self.poll_seconds += time.perf_counter() - started
-                self._halt.wait(max(0.0, self.interval - (time.perf_counter() - started)))
+                took = time.perf_counter() - started
+                # At most a quarter of the time polling: when the stores are slow to answer (a loaded machine),
+                # the probe backs off instead of adding to the load it measures.
+                self._halt.wait(max(self.interval - took, 3 * took))
         except BaseException as exc:  # surfaced by the main loop; a dead watcher must not look like a stall
             self.error = exc
+        self.stopped = time.perf_counter()
 
     def poll(self) -> None:
-        for store in ("events", "pgvector"):
+        for store in STORES:
             todo = self.outstanding(store)
             if todo:
-                self._mark(store, self._pg_found(PG_TABLES[store], todo))
-        todo = self.outstanding("milvus")
-        if todo:
-            self._mark("milvus", self._milvus_found([eid for eid, _ in todo]))
+                started = time.perf_counter()
+                found = (self._milvus_found([eid for eid, _ in todo]) if store == "milvus"
+                         else self._pg_found(PG_TABLES[store], todo))
+                self.poll_seconds[store] += time.perf_counter() - started
+                self._mark(store, found)
 
     def _mark(self, store: str, found: set[str]) -> None:
         now = time.perf_counter()  # the poll's end: visibility is known to within one poll interval
