@@ -79,13 +79,13 @@ def insert_events(conn: psycopg.Connection, events: Sequence[tuple[MemoryEvent, 
 
 
 def _first_sendings(events: Sequence[tuple[MemoryEvent, int, int]]) -> list[tuple[MemoryEvent, int, int]]:
-    """Drop a batch's own resends (same tenant and event_id, created_at within the window of a kept one), as
-    row-by-row inserts would: one INSERT ... SELECT does not see the rows it inserts itself."""
-    kept: dict[tuple[str, str], list[datetime]] = {}
+    """Drop a batch's own resends (same region, tenant and event_id, created_at within the window of a kept one),
+    as row-by-row inserts would: one INSERT ... SELECT does not see the rows it inserts itself."""
+    kept: dict[tuple[str, str, str], list[datetime]] = {}
     out = []
     for item in events:
         event = item[0]
-        seen = kept.setdefault((event.tenant_id, event.event_id), [])
+        seen = kept.setdefault((event.region, event.tenant_id, event.event_id), [])
         if not any(abs(event.created_at - at) <= RESEND_WINDOW for at in seen):
             seen.append(event.created_at)
             out.append(item)
