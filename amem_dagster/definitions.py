@@ -59,13 +59,17 @@ def _executor(settings: Settings) -> ExecutorDefinition:
 
 
 def build_definitions(settings: Settings | None = None, *, resources: dict | None = None,
-                      events_policy: BatchPolicy | None = None) -> Definitions:
-    """The code location; tests pass their own resources (e.g. private topics) and batching policy."""
+                      events_policy: BatchPolicy | None = None, events_sensor_interval: int | None = None) -> Definitions:
+    """The code location; tests and benchmarks pass their own resources (e.g. private topics), batching policy and
+    events sensor interval (seconds between ticks)."""
     settings = settings or Settings.from_env()
     # Every Dagster process imports this module: JSON-line logs always, traces when OTLP is configured.
     logs.configure()
     tracing.configure()
-    events_sensor = build_memory_events_sensor(memory_ingest_job, **({"policy": events_policy} if events_policy else {}))
+    sensor_options = {"policy": events_policy} if events_policy else {}
+    if events_sensor_interval is not None:
+        sensor_options["minimum_interval_seconds"] = events_sensor_interval
+    events_sensor = build_memory_events_sensor(memory_ingest_job, **sensor_options)
     purge_asset = build_retention_purge_asset(settings.regions, {r: settings.retention_for(r) for r in settings.regions})
     gdpr_purge_job = define_asset_job("gdpr_purge_job", selection=AssetSelection.assets(purge_asset),
                                       partitions_def=purge_asset.partitions_def,

@@ -107,8 +107,11 @@ def read_from(
     deadline: float,
     max_bytes: int = 256 * 1024 * 1024,
 ) -> tuple[list[KafkaRecord], dict[int, int]]:
-    """Read each partition from its start offset until its end, `max_messages`, `max_bytes` or `deadline`.
+    """Read each partition from its start offset until it first reaches its end, `max_messages`, `max_bytes` or
+    `deadline`.
 
+    A partition that has reached its end once counts as read even if more arrives meanwhile: under steady
+    production, "until every partition is at its end at the same moment" kept a sensor tick reading for seconds.
     Returns the records and, per partition, the next offset to read. Stopping early is safe: the offsets say
     exactly where the next read continues.
     """
@@ -127,7 +130,6 @@ def read_from(
                         at_end.add(msg.partition())
                         continue
                     raise ServiceUnavailable(f"reading {topic}: {err.str()}")
-                at_end.discard(msg.partition())
                 records.append(_record(msg))
                 size += len(msg.value() or b"") + len(msg.key() or b"")
                 nxt[msg.partition()] = msg.offset() + 1

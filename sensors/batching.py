@@ -22,6 +22,8 @@ class BatchPolicy:
     """Thresholds that trade freshness for run overhead."""
 
     min_events: int = 200
+    # The longest an event waits for its run request, counted from its Kafka timestamp; ticks come at intervals,
+    # so a tenant is due at the last tick before it would pass this.
     max_wait_seconds: float = 10.0
     max_tenants_per_run: int = 500
 
@@ -44,9 +46,11 @@ class RunPlan:
         return f"{prefix}-{self.first_tenant}..{self.last_tenant}-{hashlib.sha256(canonical.encode()).hexdigest()[:24]}"
 
 
-def due_tenants(pending: Mapping[str, PendingTenant], now: float, policy: BatchPolicy) -> set[str]:
-    return {t for t, p in pending.items()
-            if p.count >= policy.min_events or now - p.first_seen >= policy.max_wait_seconds}
+def due_tenants(pending: Mapping[str, PendingTenant], now: float, policy: BatchPolicy,
+                next_tick_in: float = 0.0) -> set[str]:
+    """Tenants with `min_events` pending, or whose oldest event would wait past `max_wait_seconds` by the next tick."""
+    deadline = now + max(next_tick_in, 0.0) - policy.max_wait_seconds
+    return {t for t, p in pending.items() if p.count >= policy.min_events or p.first_seen <= deadline}
 
 
 def plan_runs(

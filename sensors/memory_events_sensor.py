@@ -95,7 +95,7 @@ def build_memory_events_sensor(job: JobDefinition, policy: BatchPolicy = BatchPo
                         if sum(rejected.values()) <= MAX_DEAD_LETTER_LINES:
                             _log_dead_letter(record, rejection)
                         continue
-                    cursor.add_event(event.tenant_id, record.partition, record.offset, now)
+                    cursor.add_event(event.tenant_id, record.partition, record.offset, _produced_at(record, now))
                     accepted += 1
                 # Dead letters must be durable before the cursor moves past their offsets.
                 deliver_all(producer)
@@ -111,7 +111,8 @@ def build_memory_events_sensor(job: JobDefinition, policy: BatchPolicy = BatchPo
         known = context.instance.get_dynamic_partitions(TENANTS.name)
         known_set = set(known)
         new_tenants = sorted(t for t in cursor.pending if t not in known_set)
-        plans = plan_runs(cursor.pending, due_tenants(cursor.pending, now, policy), [*known, *new_tenants], policy)
+        due = due_tenants(cursor.pending, now, policy, next_tick_in=minimum_interval_seconds)
+        plans = plan_runs(cursor.pending, due, [*known, *new_tenants], policy)
         for plan in plans:
             for tenant in plan.ranges:
                 del cursor.pending[tenant]
@@ -130,6 +131,14 @@ def build_memory_events_sensor(job: JobDefinition, policy: BatchPolicy = BatchPo
         )
 
     return memory_events_sensor
+
+
+def _produced_at(record, now: float) -> float:
+    """When the event was produced (its Kafka timestamp), so an event's wait counts from there rather than from the
+    tick that read it; never later than now, whatever the producer's clock says."""
+    if record.timestamp_ms is None or record.timestamp_ms <= 0:
+        return now
+    return min(now, record.timestamp_ms / 1000.0)
 
 
 def _log_dead_letter(record, rejection: EventRejected) -> None:

@@ -19,6 +19,9 @@ URL_VARIABLE = "AMEM_DAGSTER_PG_URL"
 # `NOTIFY run_events, %(notify_id)s` on every stored event; psycopg2 interpolates client-side and works.
 SCHEME = "postgresql+psycopg2"
 MAX_CONCURRENT_RUNS = 2
+# Dagster's default dequeue pass runs every 5 s; a queued memory run waiting 2.5 s on average for it is a large
+# share of how long an event takes to become searchable (bench/freshness.py), and a pass over a short queue is cheap.
+DEQUEUE_INTERVAL_SECONDS = 1
 
 
 def dagster_home(config: Settings) -> Path:
@@ -70,7 +73,8 @@ def instance_config(url: str, *, url_from_env: bool = False) -> dict:
     return {
         "storage": {"postgres": {"postgres_url": {"env": URL_VARIABLE} if url_from_env else url}},
         "run_coordinator": {"module": "dagster", "class": "QueuedRunCoordinator",
-                            "config": {"max_concurrent_runs": MAX_CONCURRENT_RUNS}},
+                            "config": {"max_concurrent_runs": MAX_CONCURRENT_RUNS,
+                                       "dequeue_interval_seconds": DEQUEUE_INTERVAL_SECONDS}},
         # Sensor ticks read Kafka by assignment; threads keep one slow tick from delaying the others.
         "sensors": {"use_threads": True, "num_workers": 4},
         "schedules": {"use_threads": True, "num_workers": 2},

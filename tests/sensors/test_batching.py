@@ -26,6 +26,14 @@ def test_due_by_count_and_by_age():
     assert due_tenants(pending, now=100.0, policy=BatchPolicy(min_events=1, max_wait_seconds=0)) == set(pending)
 
 
+def test_a_tenant_is_due_at_the_last_tick_before_its_wait_would_be_exceeded():
+    pending = {"old": _pending(1, first_seen=94.0), "young": _pending(1, first_seen=99.0)}
+    # max_wait 10 s, ticks every 5 s: "old" (6 s) would have waited 11 s at the next tick, "young" only 6 s.
+    assert due_tenants(pending, now=100.0, policy=POLICY, next_tick_in=5.0) == {"old"}
+    assert due_tenants(pending, now=100.0, policy=POLICY, next_tick_in=0.0) == set()
+    assert due_tenants(pending, now=100.0, policy=POLICY, next_tick_in=-3.0) == set()
+
+
 def test_nothing_due_plans_nothing():
     assert plan_runs({"t01": _pending()}, set(), ORDER, POLICY) == []
 
