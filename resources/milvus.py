@@ -112,8 +112,8 @@ class MilvusResource(dg.ConfigurableResource):
             client.load_collection(name)
             return layout.TENANT_PARTITIONS
         log.warning("Milvus collection %s (%d rows) has the %s layout, so every search scans all tenants; "
-                    "run MilvusResource.relayout(%r) with no other writer to rebuild it with a partition per "
-                    "tenant", name, rows, found, region)
+                    "run `amem milvus-relayout --region %s` (MilvusResource.relayout) with no other writer to "
+                    "rebuild it with a partition per tenant", name, rows, found, region)
         return found
 
     def relayout(self, region: str) -> int:

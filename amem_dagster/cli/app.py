@@ -6,7 +6,7 @@ import warnings
 
 import typer
 
-from amem_dagster.cli import backfill, dev, forget, lifecycle, produce, purge, search, stats, tenants
+from amem_dagster.cli import backfill, dev, forget, lifecycle, produce, purge, relayout, search, stats, tenants
 from amem_dagster.cli.errors import OneLineErrors
 from amem_dagster.cli.metrics import app as metrics_app
 
@@ -33,6 +33,7 @@ app.command("stats")(stats.stats)
 app.command("purge")(purge.purge)
 app.command("forget")(forget.forget)
 app.command("backfill")(backfill.backfill)
+app.command("milvus-relayout")(relayout.milvus_relayout)
 app.add_typer(tenants.app, name="tenants")
 app.add_typer(metrics_app, name="metrics")
 

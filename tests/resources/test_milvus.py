@@ -198,7 +198,7 @@ def test_a_filled_collection_of_the_old_layout_works_until_relayout(service_env,
     client.flush(name)
     with caplog.at_level(logging.WARNING, logger="resources.milvus"):
         assert milvus.count(a, "eu") == 30
-    assert "relayout('eu')" in caplog.text
+    assert "amem milvus-relayout --region eu" in caplog.text
     assert layout.layout_of(client.describe_collection(name)) == layout.PARTITION_KEY
     assert "partition_names" not in milvus._where(a, "eu")
     late = row(a)
