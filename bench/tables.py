@@ -54,9 +54,22 @@ def rows_purge(r: dict) -> list[tuple[str, str, str]]:
             ("WAL written", f"{r['drop_wal_mb']:.1f} MB vs {r['delete_wal_mb']:.1f} MB", "")]
 
 
+def rows_freshness(r: dict) -> list[tuple[str, str, str]]:
+    rows = [("load", f"{r['rate_eps']} events/s, {r['events_per_policy']} events per policy, {r['tenants']} tenants; "
+                     f"sensor tick {r['sensor_interval_s']} s", "")]
+    for row in r["policies"]:
+        f = row["freshness_s"]
+        default = " (default)" if row["policy"] == r.get("default_policy") else ""
+        rows.append((f"policy {row['policy']}{default}",
+                     f"p50/p95 s: events {f['events']['p50']:.1f}/{f['events']['p95']:.1f}, pgvector "
+                     f"{f['pgvector']['p50']:.1f}/{f['pgvector']['p95']:.1f}, Milvus {f['milvus']['p50']:.1f}/"
+                     f"{f['milvus']['p95']:.1f}; {row['throughput_eps']:.1f} events/s in {row['runs']} runs", ""))
+    return rows
+
+
 def rows_generic(r: dict) -> list[tuple[str, str, str]]:
     return [(k, f"{v}", "") for k, v in r.items() if not isinstance(v, dict | list)]
 
 
 ROWS = {"embedding": rows_embedding, "retrieval": rows_retrieval, "pipeline": rows_pipeline,
-        "purge": rows_purge}
+        "purge": rows_purge, "freshness": rows_freshness}
