@@ -11,6 +11,8 @@ from pathlib import Path
 from amem_dagster.errors import SettingsError
 
 DEPLOYMENTS = ("local", "prod")
+# How the embedder runs the model (resources/embedder.py): "auto" is torch on CUDA, onnx-int8 on CPU.
+EMBED_BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 REGION_RE = re.compile(r"^[a-z][a-z0-9_]{0,15}$")
 
 RETENTION_RE = re.compile(r"^(\d{1,5})d$")
@@ -32,6 +34,7 @@ class Settings:
     pg_dsn: str | None = None
     milvus_uri: str | None = None
     embed_model: str | None = None
+    embed_backend: str = "auto"
     deployment: str = "local"
     regions: tuple[str, ...] = ("eu", "us")
     default_region: str = "eu"
@@ -51,6 +54,9 @@ class Settings:
             raise SettingsError(
                 f"AMEM_DEFAULT_REGION={default_region!r} is not one of AMEM_REGIONS ({', '.join(regions)})"
             )
+        embed_backend = env.get("AMEM_EMBED_BACKEND") or "auto"
+        if embed_backend not in EMBED_BACKENDS:
+            raise SettingsError(f"AMEM_EMBED_BACKEND={embed_backend!r} is not one of {', '.join(EMBED_BACKENDS)}")
         partitions_raw = env.get("AMEM_EVENTS_PARTITIONS") or "12"
         if not re.fullmatch(r"[0-9]{1,4}", partitions_raw) or not 1 <= int(partitions_raw) <= 1000:
             raise SettingsError(f"AMEM_EVENTS_PARTITIONS={partitions_raw!r} must be a whole number from 1 to 1000")
@@ -61,6 +67,7 @@ class Settings:
             pg_dsn=env.get("AMEM_PG_DSN") or None,
             milvus_uri=env.get("AMEM_MILVUS_URI") or None,
             embed_model=env.get("AMEM_EMBED_MODEL") or None,
+            embed_backend=embed_backend,
             deployment=deployment,
             regions=regions,
             default_region=default_region,

@@ -39,7 +39,7 @@ from typing import Any
 import dagster as dg
 import numpy as np
 
-from amem_dagster.settings import default_model_path
+from amem_dagster.settings import EMBED_BACKENDS, default_model_path
 from resources.embedding_export import GRAPH_BACKENDS, ensure_exported, offline
 from resources.embedding_runtime import GraphEncoder
 
@@ -47,7 +47,7 @@ PACKAGED_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 # Modules that keep the transformer's width, so the pooling config alone tells the output dimension.
 _SHAPE_KEEPING = {"Transformer", "Pooling", "Normalize"}
 
-BACKENDS = ("auto", "torch", *GRAPH_BACKENDS)
+BACKENDS = EMBED_BACKENDS  # AMEM_EMBED_BACKEND: "auto", "torch" and every GRAPH_BACKENDS name
 # The fastest backend within mean cosine 0.99 of PyTorch fp32 on this project's texts (bench/embedding.py).
 CPU_DEFAULT_BACKEND = "onnx-int8"
 

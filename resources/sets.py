@@ -27,7 +27,8 @@ def resource_set(settings: Settings) -> dict[str, ConfigurableResource]:
         ),
         "postgres": PostgresResource(dsn=EnvVar("AMEM_PG_DSN"), regions=regions, pool_max_size=8 if prod else 4),
         "milvus": MilvusResource(uri=EnvVar("AMEM_MILVUS_URI"), token=milvus_token),
-        "embedder": EmbedderResource(model=settings.embed_model or "", batch_size=128 if prod else 64),
+        "embedder": EmbedderResource(model=settings.embed_model or "", backend=settings.embed_backend,
+                                     batch_size=128 if prod else 64),
         "placement": PlacementResource(regions=regions, default_region=settings.default_region,
                                        retention=",".join(f"{r}={d}d" for r, d in settings.retention_days)),
     }

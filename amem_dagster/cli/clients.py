@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -63,7 +62,8 @@ def milvus(env: dict[str, str]) -> MilvusResource:
 def embedder() -> EmbedderResource:
     from resources.embedder import EmbedderResource
 
-    return EmbedderResource(model=os.environ.get("AMEM_EMBED_MODEL", ""))
+    config = settings()
+    return EmbedderResource(model=config.embed_model or "", backend=config.embed_backend)
 
 
 @contextmanager

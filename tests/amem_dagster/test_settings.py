@@ -23,10 +23,11 @@ def test_defaults(monkeypatch, tmp_path):
 
 def test_empty_values_mean_defaults(tmp_path):
     names = ["AMEM_KAFKA_BOOTSTRAP", "AMEM_PG_DSN", "AMEM_MILVUS_URI", "AMEM_EMBED_MODEL", "AMEM_DEPLOYMENT",
-             "AMEM_REGIONS", "AMEM_DEFAULT_REGION", "AMEM_EVENTS_PARTITIONS"]
+             "AMEM_REGIONS", "AMEM_DEFAULT_REGION", "AMEM_EVENTS_PARTITIONS", "AMEM_EMBED_BACKEND"]
     s = Settings.from_env({"AMEM_HOME": str(tmp_path), **dict.fromkeys(names + ["AMEM_RETENTION"], "")})
     assert s == Settings.from_env({"AMEM_HOME": str(tmp_path)})
     assert (s.kafka_bootstrap, s.deployment, s.regions, s.events_partitions) == (None, "local", ("eu", "us"), 12)
+    assert s.embed_backend == "auto"
 
 
 def test_explicit_values():
@@ -34,7 +35,9 @@ def test_explicit_values():
                            "AMEM_PG_DSN": "postgresql://h/db", "AMEM_MILVUS_URI": "http://m:19530",
                            "AMEM_EMBED_MODEL": "/models/m", "AMEM_DEPLOYMENT": "prod",
                            "AMEM_REGIONS": " ap_south , eu,", "AMEM_DEFAULT_REGION": "eu",
-                           "AMEM_EVENTS_PARTITIONS": "1000", "AMEM_RETENTION": " eu = 30d, default=36500d ,"})
+                           "AMEM_EVENTS_PARTITIONS": "1000", "AMEM_RETENTION": " eu = 30d, default=36500d ,",
+                           "AMEM_EMBED_BACKEND": "openvino-int8"})
+    assert s.embed_backend == "openvino-int8"
     assert s.home == Path("/tmp/amem-h")
     assert (s.kafka_bootstrap, s.pg_dsn, s.milvus_uri, s.embed_model) == (
         "k:9092", "postgresql://h/db", "http://m:19530", "/models/m")
@@ -61,6 +64,8 @@ def test_explicit_values():
     ({"AMEM_EVENTS_PARTITIONS": "twelve"}, "AMEM_EVENTS_PARTITIONS"),
     ({"AMEM_EVENTS_PARTITIONS": "1.5"}, "AMEM_EVENTS_PARTITIONS"),
     ({"AMEM_EVENTS_PARTITIONS": "12\nx"}, "AMEM_EVENTS_PARTITIONS"),
+    ({"AMEM_EMBED_BACKEND": "tensorrt"}, "AMEM_EMBED_BACKEND"),
+    ({"AMEM_EMBED_BACKEND": "ONNX"}, "AMEM_EMBED_BACKEND"),
     ({"AMEM_RETENTION": "eu=90"}, "AMEM_RETENTION"),
     ({"AMEM_RETENTION": "eu:90d,default=1d"}, "AMEM_RETENTION"),
     ({"AMEM_RETENTION": "eu=0d,default=1d"}, "AMEM_RETENTION"),

@@ -143,6 +143,7 @@ def test_a_copy_of_the_same_weights_shares_the_cache(tmp_path: Path) -> None:
 
 def test_backend_resolution() -> None:
     assert set(BACKENDS) == {"auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-int8"}
+    assert set(BACKENDS) == {"auto", "torch", *GRAPH_BACKENDS}  # settings' list matches what can be built
     if not module._gpu_driver_present():
         assert EmbedderResource().resolved_backend == CPU_DEFAULT_BACKEND
     assert EmbedderResource(device="cuda").resolved_backend == "torch"
