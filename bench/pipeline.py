@@ -7,8 +7,9 @@ everywhere. The same events (Zipf-skewed over the tenants) are produced once; (a
 process with the model already loaded, (b) runs bench/direct_loop.py as a fresh process, (c) resets the stores
 and plays the Dagster daemon: it ticks the real memory_events_sensor against a Postgres-backed DagsterInstance
 every few seconds and launches each requested run as its own process (`dagster job execute`, what the default
-run launcher does), until every event is in both stores. CPU time is read per step for (b) and per process for
-(c), the Postgres, Milvus and Kafka servers included. The last line printed is one JSON object.
+run launcher does; with DAGSTER_EVENT_BATCH_SIZE, see --event-batch), until every event is in both stores. CPU
+time is read per step for (b) and per process for (c), the Postgres, Milvus and Kafka servers included. The last
+line printed is one JSON object.
 """
 
 import argparse
