@@ -216,11 +216,13 @@ def main() -> None:
           f"machine cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
     print(f"(a) raw encode          {encode_eps:8.1f} events/s")
     print(f"(b) direct loop         {direct_eps:8.1f} events/s  ({direct['wall_seconds']:.1f}s)")
-    print(f"(c) sensor→runs→stores  {pipeline_eps:8.1f} events/s  ({pipeline['seconds']:.1f}s, {pipeline['runs']} runs)")
+    print(f"(c) sensor→runs→stores  {pipeline_eps:8.1f} events/s  "
+          f"({pipeline['seconds']:.1f}s, {pipeline['runs']} runs)")
     print(f"{'direct step':<16}{'wall s':>8}{'CPU s':>8}{'share':>8}   CPU by process")
+    total_cpu = sum(step_cpu.values())
     for step, cpu in step_cpu.items():
         parts = ", ".join(f"{k} {v:.2f}" for k, v in direct["cpu"][step].items() if v >= 0.005)
-        print(f"{step:<16}{direct['phases'].get(step, 0.0):8.2f}{cpu:8.2f}{cpu / sum(step_cpu.values()):8.1%}   {parts}")
+        print(f"{step:<16}{direct['phases'].get(step, 0.0):8.2f}{cpu:8.2f}{cpu / total_cpu:8.1%}   {parts}")
     print(f"pipeline CPU by process: {json.dumps({k: round(v, 2) for k, v in pipeline['cpu'].items()})}")
     print(f"pipeline run steps (s): {json.dumps(pipeline['steps'])}")
     result = {
