@@ -10,7 +10,7 @@ from resources.pg_schema import region_schema
 def stored_counts(env: dict) -> dict[str, int]:
     """Rows in the events and pgvector tables and entities in the Milvus collections, over all tenants."""
     counts = {"events": 0, "pg_vectors": 0, "milvus_vectors": 0}
-    client = MilvusClient(env["AMEM_MILVUS_URI"])
+    client = _milvus(env)
     with psycopg.connect(env["AMEM_PG_DSN"]) as conn:
         schemas = [r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'amem\\_%'")]
         for schema in schemas:
@@ -29,7 +29,13 @@ def reset_stores(env: dict, regions) -> None:
         for region in regions:
             conn.execute(sql.SQL("TRUNCATE {s}.memory_events, {s}.memory_vectors").format(
                 s=sql.Identifier(region_schema(region))))
-    client = MilvusClient(env["AMEM_MILVUS_URI"])
+    client = _milvus(env)
     for name in client.list_collections():
         client.drop_collection(name)
     client.close()
+
+
+def _milvus(env: dict) -> MilvusClient:
+    # A channel of its own: pymilvus shares one per URI by default, and a shared channel left idle while a run
+    # works was answered "too many pings" (GOAWAY) by the Lite server and failed to recover.
+    return MilvusClient(env["AMEM_MILVUS_URI"], dedicated=True)
