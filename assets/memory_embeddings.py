@@ -9,7 +9,7 @@ from amem_dagster.observability import logs, tracing
 from assets.memory_events import finish_step, memory_events
 from assets.memory_writes import embed_and_write
 from assets.partitions import TENANTS
-from assets.tables import attach_per_partition
+from assets.tables import tenant_table
 from resources import pg_memory
 from resources.embedder import EmbedderResource
 from resources.kafka import KafkaResource
@@ -67,7 +67,8 @@ def memory_embeddings(
         "duration_seconds": MetadataValue.float(round(total, 3)),
         "events_per_second": MetadataValue.float(round(outcome.total / total, 1) if total else 0.0),
         **{f"{name}_seconds": MetadataValue.float(round(value, 3)) for name, value in outcome.seconds.items()},
+        "busiest_tenants": tenant_table({t: {"embedded": outcome.per_tenant.get(t, 0)} for t in tenants},
+                                        ("embedded",)),
     })
-    attach_per_partition(context, {t: {"embedded": outcome.per_tenant.get(t, 0)} for t in tenants})
     finish_step(context.job_name)
     return result

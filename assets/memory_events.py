@@ -19,7 +19,7 @@ from amem_dagster.k8s_tags import CPU_STEP_TAGS
 from amem_dagster.observability import logs, metrics, tracing
 from assets.memory_writes import store_events
 from assets.partitions import TENANTS
-from assets.tables import attach_per_partition
+from assets.tables import tenant_table
 from resources.kafka import KafkaResource, read_ranges
 from resources.placement import PlacementResource
 from resources.postgres import PostgresResource
@@ -133,8 +133,8 @@ def memory_events(
         "duration_seconds": MetadataValue.float(round(time.perf_counter() - started, 3)),
         "erased_subject_refused": sum(v["erased"] for v in per_tenant.values()),
         "traced_events": traced,
+        "busiest_tenants": tenant_table(per_tenant, ("received", "new", "erased")),
     })
-    attach_per_partition(context, per_tenant)
     finish_step(context.job_name)
     return result
 

@@ -7,7 +7,7 @@ from psycopg.types.json import Jsonb
 from amem_dagster.k8s_tags import CPU_STEP_TAGS
 from assets.memory_embeddings import memory_embeddings
 from assets.partitions import TENANTS
-from assets.tables import attach_per_partition
+from assets.tables import tenant_table
 from resources.milvus import MilvusResource
 from resources.pg_schema import region_schema
 from resources.placement import PlacementResource
@@ -65,8 +65,8 @@ def memory_stats(
                  Jsonb(types), first, last))
         per_tenant[tenant] = figures
     context.log.info(f"refreshed statistics of {len(per_tenant)} tenants")
-    attach_per_partition(context, per_tenant)
     return MaterializeResult(metadata={
         "tenants": len(per_tenant),
         "events": sum(f["events"] for f in per_tenant.values()),
+        "busiest_tenants": tenant_table(per_tenant, ("events", "pg_vectors", "milvus_vectors", "subjects")),
     })
