@@ -43,6 +43,12 @@ def rows_pipeline(r: dict) -> list[tuple[str, str, str]]:
                      _verdict(r["ratio_vs_direct"] >= 0.9, "≥ 0.9")))
     if "ratio_vs_encode" in r:
         rows.append(("ratio_vs_encode", f"{r['ratio_vs_encode']:.3f}", ""))
+    if "overhead_seconds" in r:
+        rows.append(("orchestration overhead (pipeline − direct)", f"{r['overhead_seconds']:.1f} s per run; "
+                     f"ratio 0.9 from ~{r['events_for_ratio_0_9']:,} events per run (extrapolated)", ""))
+    for step, share in sorted((r.get("step_cpu_share") or {}).items(), key=lambda kv: -kv[1]):
+        if share >= 0.01:
+            rows.append((f"  direct loop CPU share: {step}", f"{share:.1%}", ""))
     return rows
 
 
