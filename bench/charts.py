@@ -81,18 +81,39 @@ def chart_retrieval(record: dict, path: Path) -> None:
 
 
 def chart_pipeline(record: dict, path: Path) -> None:
+    """Throughput of raw encode, the direct loop and the pipeline; beside it, where the CPU goes, per step of the
+    direct loop and per process of the pipeline (service processes included)."""
     plt = _pyplot()
     result = record["result"]
     labels = [("encode_eps", "raw encode"), ("direct_eps", "direct loop"), ("pipeline_eps", "sensor → runs")]
     labels = [(k, v) for k, v in labels if k in result]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, (ax, right) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1, 1.2]})
     bars = ax.bar([v for _, v in labels], [result[k] for k, _ in labels], color=["#55a868", "#4c72b0", "#dd8452"])
     for bar, (key, _) in zip(bars, labels, strict=True):
         ax.annotate(f"{result[key]:.0f}/s", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center",
                     va="bottom", fontsize=9, xytext=(0, 3), textcoords="offset points")
     ratios = ", ".join(f"{k} {result[k]}" for k in ("ratio_vs_direct", "ratio_vs_encode") if k in result)
     ax.set_ylabel("events per second")
-    ax.set_title(f"Pipeline, {result.get('events', '?')} events over {result.get('tenants', '?')} tenants\n{ratios}")
+    ax.set_title(f"{result.get('events', '?')} events over {result.get('tenants', '?')} tenants, "
+                 f"{result.get('backend', '?')}\n{ratios}", fontsize=10)
+    panels = [("direct loop, by step", result.get("step_cpu_share") or {}),
+              ("pipeline, by process", result.get("pipeline_cpu_share") or {})]
+    left = [0.0, 0.0]
+    colors = iter(["#55a868", "#4c72b0", "#dd8452", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c",
+                   "#ccb974", "#64b5cd", "#2d5a27", "#a1c9f4"])
+    for row, (_, shares) in enumerate(panels):
+        for name, share in sorted(shares.items(), key=lambda kv: -kv[1]):
+            if share < 0.005:
+                continue
+            right.barh(row, share, left=left[row], color=next(colors), edgecolor="white")
+            if share >= 0.04:
+                right.annotate(f"{name}\n{share:.0%}", (left[row] + share / 2, row), ha="center", va="center",
+                               fontsize=7)
+            left[row] += share
+    right.set_yticks([0, 1], [title for title, _ in panels])
+    right.set_xlim(0, 1)
+    right.invert_yaxis()
+    right.set_xlabel("share of CPU time (Postgres, Milvus and Kafka server processes included)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
