@@ -65,7 +65,8 @@ def _executor(settings: Settings) -> ExecutorDefinition:
 
 
 def build_definitions(settings: Settings | None = None, *, resources: dict | None = None,
-                      events_policy: BatchPolicy | None = None, events_sensor_interval: int | None = None) -> Definitions:
+                      events_policy: BatchPolicy | None = None,
+                      events_sensor_interval: int | None = None) -> Definitions:
     """The code location; tests and benchmarks pass their own resources (e.g. private topics), batching policy and
     events sensor interval (seconds between ticks)."""
     settings = settings or Settings.from_env()

@@ -118,7 +118,8 @@ def build_memory_events_sensor(job: JobDefinition, policy: BatchPolicy = BatchPo
                 del cursor.pending[tenant]
         if records:
             context.log.info(f"read {len(records)} messages, dead-lettered {sum(rejected.values())} {rejected}, "
-                             f"{len(new_tenants)} new tenants, {len(plans)} runs, {len(cursor.pending)} tenants pending")
+                             f"{len(new_tenants)} new tenants, {len(plans)} runs, "
+                             f"{len(cursor.pending)} tenants pending")
             log.info("memory_events_sensor tick", extra=logs.fields(
                 sensor=SENSOR_NAME, events=len(records), count=accepted, rejected=sum(rejected.values()),
                 by_reason=rejected, new=len(new_tenants), runs=len(plans), pending=len(cursor.pending),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from sensors.batching import BatchPolicy, RunPlan, due_tenants, plan_runs
+from resources.kafka import KafkaRecord
 from sensors.cursor import PendingTenant
+from sensors.memory_events_sensor import _produced_at
 
 POLICY = BatchPolicy(min_events=3, max_wait_seconds=10.0, max_tenants_per_run=500)
 ORDER = [f"t{i:02d}" for i in range(10)]
@@ -117,3 +119,13 @@ def test_run_key_depends_on_the_cluster():
     plan = RunPlan("t01", "t01", {"t01": {0: (0, 4)}})
     assert plan.run_key("events", "cluster-a") == plan.run_key("events", "cluster-a")
     assert len({plan.run_key("events", "cluster-a"), plan.run_key("events", "cluster-b"), plan.run_key()}) == 3
+
+
+def test_an_events_wait_counts_from_its_kafka_timestamp_never_from_the_future():
+    def record(timestamp_ms):
+        return KafkaRecord(partition=0, offset=0, key=b"t", value=b"{}", headers=(), timestamp_ms=timestamp_ms)
+
+    assert _produced_at(record(95_500), now=100.0) == 95.5
+    assert _produced_at(record(200_000), now=100.0) == 100.0  # a producer clock ahead of ours
+    assert _produced_at(record(None), now=100.0) == 100.0
+    assert _produced_at(record(-1), now=100.0) == 100.0
