@@ -12,10 +12,11 @@ from amem_dagster.settings import Settings
 from resources import pg_memory
 from resources.dead_letters import ERROR_HEADER, header
 from resources.embedder import EmbedderResource
-from resources.kafka import KafkaResource, read_from
+from resources.kafka import read_from
 from resources.milvus import MilvusResource
 from resources.postgres import PostgresResource
 from sensors.batching import BatchPolicy
+from tests.kafka_topics import private_kafka
 
 TOPICS = {
     "astro": ["The telescope captured a new image of the Andromeda galaxy",
@@ -40,11 +41,8 @@ def _good(tenant: str, text: str, region: str = "eu", subject: str | None = None
 
 @pytest.fixture(scope="module")
 def pipeline(service_env, dagster_instance):
-    suffix = uuid.uuid4().hex[:8]
-    kafka = KafkaResource(bootstrap_servers=service_env["AMEM_KAFKA_BOOTSTRAP"], events_partitions=3,
-                          events_topic=f"e2e.{suffix}.events", embeddings_topic=f"e2e.{suffix}.embeddings",
-                          dlq_topic=f"e2e.{suffix}.dlq")
-    kafka.provision_topics()
+    kafka = private_kafka(service_env, "e2e", events_partitions=3)
+    suffix = kafka.events_topic.split(".")[1]
     settings = Settings.from_env(service_env)
     defs = build_definitions(settings, resources={"kafka": kafka},
                              events_policy=BatchPolicy(min_events=1, max_wait_seconds=0))

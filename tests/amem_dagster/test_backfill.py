@@ -14,10 +14,10 @@ from amem_dagster.settings import Settings, default_model_path
 from assets.memory_writes import store_events
 from resources import pg_memory
 from resources.embedder import EmbedderResource
-from resources.kafka import KafkaResource
 from resources.milvus import MilvusResource
 from resources.postgres import PostgresResource
 from resources.records import VectorRow
+from tests.kafka_topics import private_kafka
 
 OLD_MODEL = "old-model-v1"
 TEXTS = ["The user prefers window seats on long flights", "Invoice 42 was paid by bank transfer",
@@ -36,12 +36,8 @@ def test_partition_ranges_group_neighbours_in_partition_order():
 
 @pytest.fixture(scope="module")
 def stores(service_env):
-    suffix = uuid.uuid4().hex[:8]
     # Private topics: the announcements of this test's embeddings do not reach other tests' sensors.
-    kafka = KafkaResource(bootstrap_servers=service_env["AMEM_KAFKA_BOOTSTRAP"], events_partitions=1,
-                          events_topic=f"bf.{suffix}.events", embeddings_topic=f"bf.{suffix}.embeddings",
-                          dlq_topic=f"bf.{suffix}.dlq", erasures_topic=f"bf.{suffix}.erasures")
-    kafka.provision_topics()
+    kafka = private_kafka(service_env, "bf")
     return (PostgresResource(dsn=service_env["AMEM_PG_DSN"]), MilvusResource(uri=service_env["AMEM_MILVUS_URI"]),
             kafka)
 

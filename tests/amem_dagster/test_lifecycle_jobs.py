@@ -14,19 +14,16 @@ from amem_dagster.retention import purge_region
 from amem_dagster.settings import Settings
 from assets.memory_writes import store_events
 from resources import pg_lifecycle, pg_memory
-from resources.kafka import KafkaResource, read_from
+from resources.kafka import read_from
 from resources.milvus import MilvusResource
 from resources.postgres import PostgresResource
 from resources.records import VectorRow
+from tests.kafka_topics import private_kafka
 
 
 @pytest.fixture(scope="module")
 def stores(service_env):
-    suffix = uuid.uuid4().hex[:8]
-    kafka = KafkaResource(bootstrap_servers=service_env["AMEM_KAFKA_BOOTSTRAP"], events_partitions=1,
-                          events_topic=f"lj.{suffix}.events", embeddings_topic=f"lj.{suffix}.embeddings",
-                          dlq_topic=f"lj.{suffix}.dlq", erasures_topic=f"lj.{suffix}.erasures")
-    kafka.provision_topics()
+    kafka = private_kafka(service_env, "lj")
     return (PostgresResource(dsn=service_env["AMEM_PG_DSN"]), MilvusResource(uri=service_env["AMEM_MILVUS_URI"]),
             kafka)
 

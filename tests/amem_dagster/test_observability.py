@@ -31,6 +31,7 @@ from resources.kafka import KafkaRecord, KafkaResource, read_from
 from resources.milvus import MilvusResource
 from resources.postgres import PostgresResource
 from sensors.batching import BatchPolicy
+from tests.kafka_topics import private_kafka
 
 pytestmark = pytest.mark.integration
 
@@ -51,12 +52,7 @@ class Pipeline:
     @classmethod
     def create(cls, service_env: dict[str, str], instance: DagsterInstance, *, prefix: str = "obs",
                milvus_prefix: str | None = None) -> Pipeline:
-        suffix = uuid.uuid4().hex[:8]
-        name = f"{prefix}.{suffix}"
-        kafka = KafkaResource(bootstrap_servers=service_env["AMEM_KAFKA_BOOTSTRAP"], events_partitions=3,
-                              events_topic=f"{name}.events", embeddings_topic=f"{name}.embeddings",
-                              dlq_topic=f"{name}.dlq", erasures_topic=f"{name}.erasures")
-        kafka.provision_topics()
+        kafka = private_kafka(service_env, prefix, events_partitions=3)
         milvus = MilvusResource(uri=service_env["AMEM_MILVUS_URI"],
                                 **({"collection_prefix": milvus_prefix} if milvus_prefix else {}))
         defs = build_definitions(Settings.from_env(service_env), resources={"kafka": kafka, "milvus": milvus},

@@ -28,6 +28,7 @@ from resources.milvus import MilvusResource
 from resources.postgres import PostgresResource
 from resources.records import VectorRow
 from sensors.cursor import EventsCursor
+from tests.kafka_topics import private_kafka
 
 pytestmark = pytest.mark.integration
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -35,12 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture
 def kafka(service_env) -> KafkaResource:
-    suffix = uuid.uuid4().hex[:8]
-    resource = KafkaResource(bootstrap_servers=service_env["AMEM_KAFKA_BOOTSTRAP"], events_partitions=2,
-                             events_topic=f"lag.{suffix}.events", embeddings_topic=f"lag.{suffix}.embeddings",
-                             dlq_topic=f"lag.{suffix}.dlq", erasures_topic=f"lag.{suffix}.erasures")
-    resource.provision_topics()
-    return resource
+    return private_kafka(service_env, "lag", events_partitions=2)
 
 
 def _produce_batches(kafka: KafkaResource, partition: int, batches: int, size: int) -> None:

@@ -16,17 +16,15 @@ from resources.kafka import KafkaResource
 from sensors.batching import BatchPolicy
 from sensors.cursor import EventsCursor
 from sensors.memory_embeddings_sensor import build_memory_embeddings_sensor
+from tests.kafka_topics import private_kafka
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def setup(service_env, dagster_instance):
-    suffix = uuid.uuid4().hex[:8]
-    kafka = KafkaResource(bootstrap_servers=service_env["AMEM_KAFKA_BOOTSTRAP"], events_partitions=3,
-                          events_topic=f"emb.{suffix}.events", embeddings_topic=f"emb.{suffix}.embeddings",
-                          dlq_topic=f"emb.{suffix}.dlq")
-    kafka.provision_topics()
+    kafka = private_kafka(service_env, "emb", events_partitions=3)
+    suffix = kafka.events_topic.split(".")[1]
     defs = build_definitions(Settings.from_env(service_env), resources={"kafka": kafka})
     eager = Definitions(assets=[memory_stats], jobs=[memory_stats_job], resources=defs.resources, sensors=[
         build_memory_embeddings_sensor(memory_stats_job, policy=BatchPolicy(min_events=1_000, max_wait_seconds=0))])
